@@ -1,0 +1,1 @@
+"""Subcommands of the ``eercf`` CLI, one module each (discovered by ``eercf.cli``)."""
