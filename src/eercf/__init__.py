@@ -16,6 +16,7 @@ _LAZY = {
     "EERCF": "eercf.model",
     "VideoFeatures": "eercf.model",
     "CLIPTokenizer": "eercf.tokenizer",
+    "VideoIndex": "eercf.index",
 }
 
 __all__ = ["EercfError", "__version__", *_LAZY]

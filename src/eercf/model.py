@@ -196,13 +196,22 @@ class EERCF(nn.Module):
     def candidate_scores(self, text: torch.Tensor, candidates: VideoFeatures, k: int,
                          with_weights: bool = True) -> dict[str, torch.Tensor]:
         """Query ``t`` against its own ``k`` candidates (rows of ``candidates``, query-major,
-        ``T * k`` of them): five ``[T, k]`` logits plus the gate weights."""
-        n = text.shape[0]
+        ``T * k`` of them): five ``[T, k]`` logits plus the gate weights.
+
+        Queries are scored one at a time: BLAS kernels round differently for different batch
+        shapes, and the 0.01 softmax temperatures amplify that, so this keeps a query's scores
+        bit-identical whether it comes alone (search) or in a batch (evaluation)."""
         c = candidates
-        return sim.candidate_scores(
-            text, c.video.unflatten(0, (n, k)), c.frames.unflatten(0, (n, k)),
-            c.temporal.unflatten(0, (n, k)), c.patches.unflatten(0, (n, k)),
-            c.mask.unflatten(0, (n, k)), with_weights=with_weights, **self._weights())
+        if len(c) != text.shape[0] * k:
+            raise ValueError(f"{len(c)} candidates for {text.shape[0]} queries x k={k}")
+        weights = self._weights()
+        parts = []
+        for q in range(text.shape[0]):
+            rows = slice(q * k, (q + 1) * k)
+            parts.append(sim.candidate_scores(
+                text[q:q + 1], c.video[rows][None], c.frames[rows][None], c.temporal[rows][None],
+                c.patches[rows][None], c.mask[rows][None], with_weights=with_weights, **weights))
+        return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
     def rerank(self, text: torch.Tensor, candidates: VideoFeatures, k: int,
                weights: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -1,0 +1,143 @@
+"""Stage 1: a FAISS inner-product index over the video vectors, derived from the store.
+
+The FAISS file is never trusted blindly: a stamp beside it records the Lance version it was
+built from, the row count and the SHA-256 of the file. A missing, stale or corrupt file is
+rebuilt from the store. FAISS labels are row offsets in that Lance version, so a search that
+pins the version reads its candidates with ``dataset.take(labels)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from ..errors import EercfError
+
+log = logging.getLogger(__name__)
+
+STAMP = "stage1.json"
+EXACT = "Flat"
+
+
+@dataclass
+class Stage1:
+    """A FAISS index and what it was built from."""
+
+    index: faiss.Index
+    version: int   # the Lance version whose rows it holds, in offset order
+    factory: str   # the factory actually built (``Flat`` until a trained factory has data)
+
+    def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inner products and row offsets ``[T, depth]``; offset -1 where fewer were found."""
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), depth)
+
+
+def check_factory(factory: str, dim: int, params: str = "") -> None:
+    """Fail early, with the user's string in the message, on a factory FAISS cannot build."""
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        raise EercfError(f"invalid FAISS index factory {factory!r}: {_reason(err)}") from err
+    _set_params(index, params)
+
+
+def _reason(err: Exception) -> str:
+    """FAISS's message without its ``Error in <function> at <file>:<line>:`` preamble."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return re.sub(r"^Error in .*? at \S+:\d+: (\S+::\S+:)?", "", lines[-1]).strip()
+
+
+def _set_params(index: faiss.Index, params: str) -> None:
+    if params:
+        try:
+            faiss.ParameterSpace().set_index_parameters(index, params)
+        except RuntimeError as err:
+            raise EercfError(f"invalid FAISS search parameters {params!r}: {_reason(err)}") from err
+
+
+def build(vectors: np.ndarray, factory: str, params: str, version: int) -> Stage1:
+    """Build ``factory`` over ``vectors``; a factory that needs training falls back to exact
+    search while the collection is too small to train it (it is retried on the next change)."""
+    dim = vectors.shape[1]
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    built = factory
+    if not index.is_trained:
+        try:
+            index.train(vectors)
+        except RuntimeError as err:
+            log.info("%d videos are too few to train FAISS %r (%s): using exact search for now",
+                     len(vectors), factory, _reason(err))
+            index, built = faiss.index_factory(dim, EXACT, faiss.METRIC_INNER_PRODUCT), EXACT
+    index.add(vectors)
+    if built == factory:
+        _set_params(index, params)
+    return Stage1(index, version, built)
+
+
+def extend(stage1: Stage1, vectors: np.ndarray, version: int) -> Stage1:
+    """Append rows (new offsets continue the old ones, as Lance appends do)."""
+    stage1.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return Stage1(stage1.index, version, stage1.factory)
+
+
+def save(folder: Path, stage1: Stage1) -> None:
+    """Write the index and its stamp atomically (temporary file + rename), then drop older
+    files; a reader that loses the race sees a missing file and rebuilds in memory."""
+    name = f"stage1-v{stage1.version}.faiss"
+    data = faiss.serialize_index(stage1.index).tobytes()
+    _atomic_write(folder / name, data)
+    stamp = {"lance_version": stage1.version, "rows": int(stage1.index.ntotal),
+             "dim": int(stage1.index.d), "factory": stage1.factory, "file": name,
+             "sha256": hashlib.sha256(data).hexdigest()}
+    _atomic_write(folder / STAMP, json.dumps(stamp, indent=1).encode())
+    for old in folder.glob("stage1-v*.faiss"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load(folder: Path, version: int, rows: int, dim: int, params: str) -> tuple[Stage1 | None, str]:
+    """The saved index if it matches Lance ``version`` with ``rows`` rows of ``dim``; else
+    ``None`` and why (missing, stale or corrupt)."""
+    try:
+        stamp = json.loads((folder / STAMP).read_text())
+        name, expected_sha = stamp["file"], stamp["sha256"]
+        built_from, factory = int(stamp["lance_version"]), stamp["factory"]
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return None, f"corrupt stamp ({err})"
+    if built_from != version:
+        return None, f"stale (built from Lance version {built_from}, the store is at {version})"
+    try:
+        data = (folder / name).read_bytes()
+    except OSError:
+        return None, f"missing ({name})"
+    if hashlib.sha256(data).hexdigest() != expected_sha:
+        return None, f"corrupt ({name} does not match its checksum)"
+    try:
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except RuntimeError as err:
+        return None, f"corrupt ({_reason(err)})"
+    if index.ntotal != rows or index.d != dim:
+        return None, f"corrupt ({index.ntotal} vectors of {index.d}-d for {rows} rows of {dim}-d)"
+    if factory != EXACT:
+        _set_params(index, params)
+    return Stage1(index, version, factory), ""

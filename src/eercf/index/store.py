@@ -1,0 +1,237 @@
+"""The feature store of an index: a Lance dataset with one row per video, the source of truth.
+
+Fine levels (frames, temporal, patches) are kept in fp16, which halves the bytes per video and
+is what ``VideoFeatures.as_stored()`` reproduces for evaluation; the video vector stays fp32
+because stage 1 ranks the whole collection by it. Every column is fixed-size per row so that a
+``take`` of K candidates reads K contiguous slices.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import lance
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ..errors import EercfError
+
+if TYPE_CHECKING:
+    from ..model import VideoFeatures
+
+FEATURE_COLUMNS = ("video", "frames", "temporal", "patches", "mask")
+INFO_COLUMNS = ("id", "uri", "duration", "timestamps", "metadata")
+
+
+def schema(dim: int, frames: int, patches: int) -> pa.Schema:
+    """The row layout for ``frames`` frames of ``patches`` patches, ``dim``-d features."""
+    return pa.schema([
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("uri", pa.string()),
+        pa.field("duration", pa.float64()),                  # seconds; null when unknown
+        pa.field("num_frames", pa.int32(), nullable=False),
+        pa.field("mask", pa.list_(pa.bool_(), frames)),      # True = a real frame
+        pa.field("timestamps", pa.list_(pa.float32(), frames)),  # seconds; NaN where masked
+        pa.field("video", pa.list_(pa.float32(), dim)),
+        pa.field("frames", pa.list_(pa.float16(), frames * dim)),
+        pa.field("temporal", pa.list_(pa.float16(), frames * dim)),
+        pa.field("patches", pa.list_(pa.float16(), frames * patches * dim)),
+        pa.field("metadata", pa.string()),                   # user metadata as JSON
+    ])
+
+
+def dims(table_schema: pa.Schema) -> tuple[int, int, int]:
+    """``(dim, frames, patches)`` of a store from its schema."""
+    dim = table_schema.field("video").type.list_size
+    frames = table_schema.field("mask").type.list_size
+    patches = table_schema.field("patches").type.list_size // (frames * dim)
+    return dim, frames, patches
+
+
+def bytes_per_video(dim: int, frames: int, patches: int) -> dict[str, int]:
+    """Raw feature bytes each video costs in the store, per level (before Lance's overhead)."""
+    return {"video": 4 * dim, "frames": 2 * frames * dim, "temporal": 2 * frames * dim,
+            "patches": 2 * frames * patches * dim}
+
+
+def create(path: Path, dim: int, frames: int, patches: int) -> lance.LanceDataset:
+    table_schema = schema(dim, frames, patches)
+    return lance.write_dataset(table_schema.empty_table(), str(path), schema=table_schema)
+
+
+def open_dataset(path: Path, version: int | None = None) -> lance.LanceDataset:
+    """Open the store, turning Lance's failures (missing, unreadable, newer format) into one
+    clear error naming the folder."""
+    try:
+        return lance.dataset(str(path), version=version)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise EercfError(f"cannot read the Lance dataset {path}: {_first_line(err)} (a dataset "
+                         f"written by a newer Lance needs a newer pylance)") from err
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+
+
+def _fixed_list(values: np.ndarray, size: int) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(values).reshape(-1)), size)
+
+
+def _as_numpy(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    return t.detach().to("cpu", dtype).contiguous().numpy()
+
+
+def to_table(table_schema: pa.Schema, ids: Sequence[str], uris: Sequence[str | None],
+             durations: Sequence[float | None], timestamps: Sequence[Sequence[float]],
+             features: "VideoFeatures", metadata: Sequence[dict[str, Any] | None] | None) -> pa.Table:
+    """One Arrow table of whole videos, checked against the store's layout."""
+    dim, frames, patches = dims(table_schema)
+    n = len(features)
+    for name, values in (("ids", ids), ("uris", uris), ("durations", durations),
+                         ("timestamps", timestamps)):
+        if len(values) != n:
+            raise EercfError(f"{name} has {len(values)} entries for {n} videos")
+    if metadata is not None and len(metadata) != n:
+        raise EercfError(f"metadata has {len(metadata)} entries for {n} videos")
+    expected = {"video": (n, dim), "frames": (n, frames, dim), "temporal": (n, frames, dim),
+                "patches": (n, frames, patches, dim), "mask": (n, frames)}
+    for name, shape in expected.items():
+        got = tuple(getattr(features, name).shape)
+        if got != shape:
+            raise EercfError(f"features.{name} has shape {got}, this index stores {shape} "
+                             f"(dim {dim}, {frames} frames, {patches} patches)")
+    bad = [i for i in ids if not isinstance(i, str) or not i]
+    if bad:
+        raise EercfError(f"video ids must be non-empty strings, got {bad[0]!r}")
+    mask = _as_numpy(features.mask, torch.bool)
+    if not mask.any(axis=1).all():
+        raise EercfError(f"video {ids[int(np.flatnonzero(~mask.any(axis=1))[0])]!r} has no real frame")
+    stamps = np.full((n, frames), np.nan, dtype=np.float32)
+    for row, (video_id, times) in enumerate(zip(ids, timestamps)):
+        times = np.asarray(times, dtype=np.float32).reshape(-1)
+        real = np.flatnonzero(mask[row])
+        if len(times) != len(real) and len(times) > real[-1]:
+            times = times[real]  # one timestamp per frame slot: keep the real frames'
+        if len(times) != len(real):
+            raise EercfError(f"video {video_id!r}: {len(times)} timestamps for {len(real)} real frames")
+        stamps[row, real] = times
+    try:
+        meta = [None if m is None else json.dumps(m) for m in (metadata or [None] * n)]
+    except (TypeError, ValueError) as err:
+        raise EercfError(f"metadata must be JSON-serialisable: {err}") from err
+    columns = {
+        "id": pa.array(list(ids), pa.string()),
+        "uri": pa.array([None if u is None else str(u) for u in uris], pa.string()),
+        "duration": pa.array([None if d is None or not math.isfinite(d) else float(d)
+                              for d in durations], pa.float64()),
+        "num_frames": pa.array(mask.sum(axis=1).astype(np.int32)),
+        "mask": _fixed_list(mask, frames),
+        "timestamps": _fixed_list(stamps, frames),
+        "video": _fixed_list(_as_numpy(features.video, torch.float32), dim),
+        "frames": _fixed_list(_as_numpy(features.frames, torch.float16), frames * dim),
+        "temporal": _fixed_list(_as_numpy(features.temporal, torch.float16), frames * dim),
+        "patches": _fixed_list(_as_numpy(features.patches, torch.float16), frames * patches * dim),
+        "metadata": pa.array(meta, pa.string()),
+    }
+    return pa.table(columns, schema=table_schema)
+
+
+def column_array(table: pa.Table, name: str, writable: bool = True) -> np.ndarray:
+    """A fixed-size-list column as one array ``[rows, size]`` (read-only and zero-copy
+    when ``writable`` is False)."""
+    column = table.column(name).combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False, writable=writable)
+    return values.reshape(len(column), -1)
+
+
+def video_vectors(dataset: lance.LanceDataset) -> np.ndarray:
+    """Every video vector ``[N, D]`` fp32, in row-offset order (the FAISS labels)."""
+    table = dataset.to_table(columns=["video"], scan_in_order=True)
+    dim = dataset.schema.field("video").type.list_size
+    if table.num_rows == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.ascontiguousarray(column_array(table, "video"), dtype=np.float32)
+
+
+@dataclass
+class Rows:
+    """Per-video information of some rows of the store (no features)."""
+
+    ids: list[str]
+    uris: list[str | None]
+    durations: list[float | None]
+    timestamps: np.ndarray  # [n, F], NaN where masked
+    metadata: list[dict[str, Any] | None]
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> "Rows":
+        return cls(ids=table.column("id").to_pylist(), uris=table.column("uri").to_pylist(),
+                   durations=table.column("duration").to_pylist(),
+                   timestamps=column_array(table, "timestamps"),
+                   metadata=[None if m is None else json.loads(m)
+                             for m in table.column("metadata").to_pylist()])
+
+
+def take_rows(dataset: lance.LanceDataset, offsets: Sequence[int]) -> Rows:
+    """Id, uri, duration, timestamps and metadata of the rows at ``offsets``."""
+    return Rows.from_table(dataset.take(list(map(int, offsets)), columns=list(INFO_COLUMNS)))
+
+
+class FeatureBuffers:
+    """Reused fp32 storage for gathered candidates. Stage 2 reads tens of MB per query, and
+    the page faults of fresh allocations that size cost more than the copy itself, so each
+    query's candidates are written into the same memory."""
+
+    def __init__(self) -> None:
+        self._storage: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        numel = math.prod(shape)
+        held = self._storage.get(name)
+        if held is None or held.numel() < numel or held.device != device:
+            held = self._storage[name] = torch.empty(numel, dtype=torch.float32, device=device)
+        return held[:numel].view(shape)
+
+
+def _readonly_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor over Arrow's read-only buffer, used only as a copy source."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
+def take_features(dataset: lance.LanceDataset, offsets: Sequence[int] | np.ndarray,
+                  buffers: FeatureBuffers | None = None, device: torch.device | str = "cpu"
+                  ) -> tuple["VideoFeatures", Rows]:
+    """Stage 2's read: the features and information of only the rows at ``offsets``, in
+    that order. Features come back fp32 on ``device`` with the fine levels exactly as stored
+    (what ``VideoFeatures.as_stored()`` gives); with ``buffers`` they live in its reused
+    memory, valid until its next use."""
+    from ..model import VideoFeatures
+
+    table = dataset.take(list(map(int, offsets)), columns=list(FEATURE_COLUMNS + INFO_COLUMNS))
+    dim, frames, patches = dims(dataset.schema)
+    n, device = table.num_rows, torch.device(device)
+    buffers = buffers or FeatureBuffers()
+    shapes = {"video": (n, dim), "frames": (n, frames, dim), "temporal": (n, frames, dim),
+              "patches": (n, frames, patches, dim)}
+    levels = {}
+    for name, shape in shapes.items():
+        source = _readonly_tensor(column_array(table, name, writable=False)).view(shape)
+        levels[name] = buffers.get(name, shape, device).copy_(source)
+    mask = torch.from_numpy(column_array(table, "mask")).to(device)
+    return VideoFeatures(mask=mask, **levels), Rows.from_table(table)
+
+
+def all_ids(dataset: lance.LanceDataset) -> list[str]:
+    return dataset.to_table(columns=["id"], scan_in_order=True).column("id").to_pylist()
+
+
+def sql_string(value: str) -> str:
+    """``value`` as a SQL string literal for a Lance filter."""
+    return "'" + value.replace("'", "''") + "'"
