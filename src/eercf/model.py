@@ -194,9 +194,11 @@ class EERCF(nn.Module):
         return out
 
     def candidate_scores(self, text: torch.Tensor, candidates: VideoFeatures, k: int,
-                         with_weights: bool = True) -> dict[str, torch.Tensor]:
+                         with_weights: bool = True,
+                         levels: Sequence[str] = sim.LEVELS) -> dict[str, torch.Tensor]:
         """Query ``t`` against its own ``k`` candidates (rows of ``candidates``, query-major,
-        ``T * k`` of them): five ``[T, k]`` logits plus the gate weights.
+        ``T * k`` of them; fine levels fp32 or fp16 as stored): ``[T, k]`` logits of ``levels``
+        (default all five) plus the gate weights.
 
         Queries are scored one at a time: BLAS kernels round differently for different batch
         shapes, and the 0.01 softmax temperatures amplify that, so this keeps a query's scores
@@ -210,14 +212,18 @@ class EERCF(nn.Module):
             rows = slice(q * k, (q + 1) * k)
             parts.append(sim.candidate_scores(
                 text[q:q + 1], c.video[rows][None], c.frames[rows][None], c.temporal[rows][None],
-                c.patches[rows][None], c.mask[rows][None], with_weights=with_weights, **weights))
+                c.patches[rows][None], c.mask[rows][None], with_weights=with_weights,
+                levels=levels, **weights))
         return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
     def rerank(self, text: torch.Tensor, candidates: VideoFeatures, k: int,
                weights: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Stage 2: the fused score ``[T, k]`` of each query's candidates, and the level scores."""
-        scores = self.candidate_scores(text, candidates, k)
-        return sim.fuse(scores, weights or self.config["eercf"]["rerank"]), scores
+        """Stage 2: the fused score ``[T, k]`` of each query's candidates, and the scores of
+        the levels it fuses (a level weighted zero is not computed)."""
+        weights = weights or self.config["eercf"]["rerank"]
+        levels = [level for level in sim.LEVELS if float(weights.get(level, 0.0))]
+        scores = self.candidate_scores(text, candidates, k, levels=levels)
+        return sim.fuse(scores, weights), scores
 
     # ------------------------------------------------------------------ training
     def loss(self, text: torch.Tensor, video: VideoFeatures) -> dict[str, torch.Tensor]:

@@ -1,7 +1,9 @@
 """Two-stage search over an index snapshot (DESIGN.md §1): stage 1 recalls the top K videos
 with one FAISS inner-product search of ``q = t W_g``; stage 2 reads only those K candidates'
-fine features from the store and re-scores them with ``model.rerank`` (the code ``eercf eval``'s
-``two_stage`` mode runs, so both rank identically). Re-scored candidates rank above all others.
+fine features from the store and re-scores them with ``model.candidate_scores`` and ``fuse``
+(what ``model.rerank`` runs for ``eercf eval``'s ``two_stage`` mode, so both rank identically;
+only the levels with a non-zero fusion weight are computed). Re-scored candidates rank above
+all others.
 
 Each re-scored hit also says *when* it matched (the frame the strong TIB gate weighs most, and
 the run of frames around it weighing at least half as much) and *where* (the patch the patch
@@ -10,7 +12,6 @@ gate weighs most, as a row/column of the patch grid).
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
@@ -20,6 +21,7 @@ import torch
 
 from .errors import EercfError
 from .index import store
+from .similarity import LEVELS, fuse
 
 if TYPE_CHECKING:
     import lance
@@ -124,8 +126,6 @@ def matched_where(patch_weights: np.ndarray, timestamps: np.ndarray, patches: in
 
 def rerank_weights(model: "EERCF", weights: dict[str, float] | None) -> dict[str, float]:
     """The model's fusion weights (config ``eercf.rerank``) with ``weights`` overriding."""
-    from .similarity import LEVELS
-
     merged = {k: v for k, v in model.config["eercf"]["rerank"].items() if k in LEVELS}
     unknown = sorted(set(weights or {}) - set(LEVELS))
     if unknown:
@@ -162,39 +162,57 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
     started = time.perf_counter()
     n_cand = min(topk, labels.shape[1])
     patches = store.dims(dataset.schema)[2]
-    buffers = _buffers()
-    results: list[SearchResult] = []
+    levels = [level for level, weight in fusion.items() if weight]  # only what is fused
+    # a lone query reads its candidates' id, uri, ... with their features (one Lance call
+    # fewer); a batch reads those of the videos it shows once, after scoring
+    info_with_features = len(text) == 1
+    info: dict[int, tuple[store.Rows, int]] = {}  # row offset -> (rows read, index in them)
+    rescored: list[list[_Rescored]] = []
     read_seconds = 0.0
     for row in range(len(text)):
-        # one query at a time: its K candidates are distinct rows, read once into reused
-        # memory, in storage order (Lance takes sorted offsets many times faster)
+        # one query at a time: its K candidates are distinct rows, read once, in storage order
+        # (Lance takes sorted offsets many times faster; a candidate's scores do not depend
+        # on its position among the others)
         ranks = np.flatnonzero(labels[row, :n_cand] >= 0)
         ranks = ranks[np.argsort(labels[row, ranks], kind="stable")]
         found = labels[row, ranks]
-        hits: list[Hit] = []
+        best: list[_Rescored] = []
         if len(found):
             read_started = time.perf_counter()
-            cand, info = store.take_features(dataset, found, buffers, model.device)
+            cand, rows_read = store.take_features(dataset, found, model.device,
+                                                  info=info_with_features)
             read_seconds += time.perf_counter() - read_started
-            if len(found) < n_cand:  # an approximate index found fewer than K: pad, then drop
-                cand = cand.index(torch.arange(n_cand).clamp(max=len(found) - 1))
+            if rows_read is not None:
+                info.update((int(offset), (rows_read, i)) for i, offset in enumerate(found))
             with torch.inference_mode():
-                fused, scores = model.rerank(text[row:row + 1], cand, n_cand, fusion)
-            fused = fused[0, :len(found)].float().cpu().numpy()
+                scores = model.candidate_scores(text[row:row + 1], cand, len(found), levels=levels)
+                fused = fuse(scores, fusion)[0].float().cpu().numpy()
             frame_weights = scores["frame_weights"][0].float().cpu().numpy()
             patch_weights = scores["patch_weights"][0].float().cpu().numpy()
             mask = cand.mask.cpu().numpy()
-            for j in np.lexsort((ranks, -fused))[:k]:  # best fused first, ties by stage 1
-                times, duration = info.timestamps[j], info.durations[j]
-                hits.append(Hit(
-                    video_id=info.ids[j], uri=info.uris[j], score=float(fused[j]),
-                    stage1_score=scale * float(inner[row, ranks[j]]),
-                    stage1_rank=int(ranks[j]) + 1,
-                    moment=matched_moment(frame_weights[j], times, mask[j], duration),
-                    where=matched_where(patch_weights[j], times, patches),
-                    duration=duration, metadata=info.metadata[j]))
+            best = [_Rescored(int(found[j]), float(fused[j]), int(ranks[j]), frame_weights[j],
+                              patch_weights[j], mask[j])
+                    for j in np.lexsort((ranks, -fused))[:k]]  # best fused first, ties by stage 1
+        rescored.append(best)
+
+    past_k = labels[:, n_cand:k]
+    shown = {r.offset for best in rescored for r in best} | set(past_k[past_k >= 0].tolist())
+    missing = np.array(sorted(shown - info.keys()), dtype=np.int64)
+    if missing.size:
+        read_started = time.perf_counter()
+        rows_read = store.take_rows(dataset, missing)
+        read_seconds += time.perf_counter() - read_started
+        info.update((int(offset), (rows_read, i)) for i, offset in enumerate(missing))
+    results = []
+    for row, best in enumerate(rescored):
+        hits = [_hit(*info[r.offset], r.score, scale * float(inner[row, r.rank]), r.rank, r,
+                     patches) for r in best]
+        for j in range(n_cand, min(k, labels.shape[1])):  # past the K: stage-1 order
+            if labels[row, j] < 0:
+                break
+            hits.append(_hit(*info[int(labels[row, j])], None, scale * float(inner[row, j]), j,
+                             None, patches))
         results.append(SearchResult(queries[row], hits, version=stage1.version))
-    _append_stage1_hits(dataset, results, inner, labels, n_cand, k, scale)
     timings["stage2"] = time.perf_counter() - started
     timings["stage2_read"] = read_seconds
     for result in results:
@@ -202,34 +220,28 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
     return results
 
 
-_local = threading.local()
+@dataclass
+class _Rescored:
+    """A re-scored candidate kept for its hit: row offset, fused score, 0-based stage-1 rank,
+    and for the moment and the place its gate weights (``[F]`` and ``[F * P]``) and frame mask."""
+
+    offset: int
+    score: float
+    rank: int
+    frame_weights: np.ndarray
+    patch_weights: np.ndarray
+    mask: np.ndarray
 
 
-def _buffers() -> store.FeatureBuffers:
-    """This thread's reused candidate memory (about K x 1.2 MB at ViT-B/32 shapes)."""
-    if not hasattr(_local, "buffers"):
-        _local.buffers = store.FeatureBuffers()
-    return _local.buffers
-
-
-def _append_stage1_hits(dataset: "lance.LanceDataset", results: list[SearchResult],
-                        inner: np.ndarray, labels: np.ndarray, n_cand: int, k: int,
-                        scale: float) -> None:
-    """When ``k`` exceeds K, fill each query's hits past the re-scored candidates with the
-    next stage-1 results, in stage-1 order."""
-    extra = labels[:, n_cand:k]
-    wanted = np.unique(extra[extra >= 0])
-    if wanted.size == 0:
-        return
-    info = store.take_rows(dataset, wanted)  # ascending: Lance takes sorted offsets fastest
-    position = {int(offset): i for i, offset in enumerate(wanted)}
-    for row, result in enumerate(results):
-        for j in range(n_cand, min(k, labels.shape[1])):
-            offset = int(labels[row, j])
-            if offset < 0:
-                break
-            i = position[offset]
-            result.hits.append(Hit(video_id=info.ids[i], uri=info.uris[i], score=None,
-                                   stage1_score=scale * float(inner[row, j]), stage1_rank=j + 1,
-                                   moment=None, where=None, duration=info.durations[i],
-                                   metadata=info.metadata[i]))
+def _hit(info: store.Rows, i: int, score: float | None, stage1_score: float, rank: int,
+         rescored: _Rescored | None, patches: int) -> Hit:
+    """Hit for row ``i`` of ``info`` (``patches`` per frame); a video past the K re-scored has
+    no score, moment or place."""
+    times, duration = info.timestamps[i], info.durations[i]
+    moment = where = None
+    if rescored is not None:
+        moment = matched_moment(rescored.frame_weights, times, rescored.mask, duration)
+        where = matched_where(rescored.patch_weights, times, patches)
+    return Hit(video_id=info.ids[i], uri=info.uris[i], score=score, stage1_score=stage1_score,
+               stage1_rank=rank + 1, moment=moment, where=where, duration=duration,
+               metadata=info.metadata[i])

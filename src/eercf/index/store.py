@@ -142,9 +142,10 @@ def to_table(table_schema: pa.Schema, ids: Sequence[str], uris: Sequence[str | N
 
 
 def column_array(table: pa.Table, name: str, writable: bool = True) -> np.ndarray:
-    """A fixed-size-list column as one array ``[rows, size]`` (read-only and zero-copy
-    when ``writable`` is False)."""
-    column = table.column(name).combine_chunks()
+    """A fixed-size-list column as one array ``[rows, size]`` (read-only and, for a column in
+    one chunk, zero-copy when ``writable`` is False)."""
+    column = table.column(name)
+    column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     values = column.flatten().to_numpy(zero_copy_only=False, writable=writable)
     return values.reshape(len(column), -1)
 
@@ -182,50 +183,33 @@ def take_rows(dataset: lance.LanceDataset, offsets: Sequence[int]) -> Rows:
     return Rows.from_table(dataset.take(list(map(int, offsets)), columns=list(INFO_COLUMNS)))
 
 
-class FeatureBuffers:
-    """Reused fp32 storage for gathered candidates. Stage 2 reads tens of MB per query, and
-    the page faults of fresh allocations that size cost more than the copy itself, so each
-    query's candidates are written into the same memory."""
-
-    def __init__(self) -> None:
-        self._storage: dict[str, torch.Tensor] = {}
-
-    def get(self, name: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-        numel = math.prod(shape)
-        held = self._storage.get(name)
-        if held is None or held.numel() < numel or held.device != device:
-            held = self._storage[name] = torch.empty(numel, dtype=torch.float32, device=device)
-        return held[:numel].view(shape)
-
-
 def _readonly_tensor(array: np.ndarray) -> torch.Tensor:
-    """A tensor over Arrow's read-only buffer, used only as a copy source."""
+    """A tensor over Arrow's read-only buffer: only ever read (scoring copies from it)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(array)
 
 
 def take_features(dataset: lance.LanceDataset, offsets: Sequence[int] | np.ndarray,
-                  buffers: FeatureBuffers | None = None, device: torch.device | str = "cpu"
-                  ) -> tuple["VideoFeatures", Rows]:
-    """Stage 2's read: the features and information of only the rows at ``offsets``, in
-    that order. Features come back fp32 on ``device`` with the fine levels exactly as stored
-    (what ``VideoFeatures.as_stored()`` gives); with ``buffers`` they live in its reused
-    memory, valid until its next use."""
+                  device: torch.device | str = "cpu", info: bool = True
+                  ) -> tuple["VideoFeatures", Rows | None]:
+    """Stage 2's read: the features (and with ``info`` the :class:`Rows` information) of only
+    the rows at ``offsets``, in that order (ascending offsets read many times faster). The
+    fine levels come back in fp16, exactly as stored (``VideoFeatures.as_stored()`` holds the
+    same values in fp32), and on the CPU they are views of the read buffers, not copies:
+    read them, never write them. Scoring widens them to fp32 a candidate at a time."""
     from ..model import VideoFeatures
 
-    table = dataset.take(list(map(int, offsets)), columns=list(FEATURE_COLUMNS + INFO_COLUMNS))
-    dim, frames, patches = dims(dataset.schema)
+    columns = FEATURE_COLUMNS + INFO_COLUMNS if info else FEATURE_COLUMNS
+    table = dataset.take(list(map(int, offsets)), columns=list(columns))
+    dim, frames, patches = dims(table.schema)
     n, device = table.num_rows, torch.device(device)
-    buffers = buffers or FeatureBuffers()
     shapes = {"video": (n, dim), "frames": (n, frames, dim), "temporal": (n, frames, dim),
               "patches": (n, frames, patches, dim)}
-    levels = {}
-    for name, shape in shapes.items():
-        source = _readonly_tensor(column_array(table, name, writable=False)).view(shape)
-        levels[name] = buffers.get(name, shape, device).copy_(source)
+    levels = {name: _readonly_tensor(column_array(table, name, writable=False)).view(shape)
+              .to(device) for name, shape in shapes.items()}
     mask = torch.from_numpy(column_array(table, "mask")).to(device)
-    return VideoFeatures(mask=mask, **levels), Rows.from_table(table)
+    return VideoFeatures(mask=mask, **levels), Rows.from_table(table) if info else None
 
 
 def all_ids(dataset: lance.LanceDataset) -> list[str]:
