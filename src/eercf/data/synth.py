@@ -1,14 +1,16 @@
 """A synthetic text-video benchmark in MSR-VTT layout, built so that every level of EERCF matters.
 
-Each video shows a large shape moving across a dark background (the *motion*, visible in every
-frame), a second shape that flashes for about 1/8 of the clip (the *flash*, in one or two of 12
-uniformly sampled frames) and a small square sitting in one corner (the *corner* object, one or
-two patches of a 4x4 grid). Videos come in groups sharing the same motion whose members differ in
-one flash or corner attribute (hard negatives). Training videos carry captions of every kind
-(motion only, flash only, corner only and combinations, worded from templates with synonyms);
-each test video has one caption naming its motion plus the detail that tells it apart from every
-other test video, so the video-level vector (which averages frames) recalls the right group and
-the frame and patch levels must pick the right member: two-stage re-ranking has work to do.
+Each video shows a large shape moving across a dark background, with a fading trail behind it
+(the *motion*, in every frame), a second shape that flashes for 1/8 of the clip (the *flash*,
+in one or two of 12 uniformly sampled frames) and a small square in one corner (the *corner*
+object, inside one patch of the ``tiny`` model's 4x4 grid). The three take three different
+colours of one palette. Videos come in groups that share the motion and differ in one flash or
+corner attribute (hard negatives). Training videos carry captions of every kind (motion, flash,
+corner and their combinations, worded from templates with synonyms); each test video has one
+caption naming its motion and the detail that tells it apart from every other test video. The
+video-level vector averages frames, so it recalls the right group, but a colour it holds may be
+the flash, the corner or the moving shape; one frame and one patch tell them apart, which is
+the work of the frame and patch levels in stage 2.
 """
 from __future__ import annotations
 
@@ -22,16 +24,13 @@ import numpy as np
 
 from ..errors import EercfError
 
+# One palette for every object, three different colours in each video: a colour in the
+# averaged video vector does not say whether it was the big moving shape, the brief flash or
+# the small square; a single frame (flash) or a single patch (corner) does.
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (225, 35, 35), "blue": (50, 90, 235), "white": (240, 240, 240),
-    "yellow": (245, 220, 30), "cyan": (0, 210, 230), "pink": (245, 110, 190),
-    "green": (40, 200, 60), "purple": (150, 60, 220), "orange": (255, 140, 0),
+    "red": (225, 35, 35), "green": (40, 200, 60), "blue": (50, 90, 235),
+    "yellow": (245, 220, 30), "white": (240, 240, 240), "purple": (165, 55, 215),
 }
-# Each object has its own palette, so a colour word says which object it describes: the
-# benchmark tests the levels of the model, not how it binds words to objects.
-MAIN_COLOURS = ("red", "blue", "white")
-FLASH_COLOURS = ("yellow", "cyan", "pink")
-CORNER_COLOURS = ("green", "purple", "orange")
 MAIN_SHAPES = ("circle", "square", "triangle")
 DIRECTIONS = ("left", "right", "up", "down")
 FLASH_SHAPES = ("star", "cross", "diamond")
@@ -45,13 +44,15 @@ SHAPE_WORDS = {
     "cross": ("cross", "plus sign", "cross shape", "cross"),
     "diamond": ("diamond", "rhombus", "diamond shape", "diamond"),
 }
+# Each phrase names its direction once (never "from right to left"): the wording varies, the
+# meaning is one word away.
 DIRECTION_WORDS = {
-    "left": ("moves left", "slides to the left", "travels leftward", "goes from right to left",
+    "left": ("moves left", "slides to the left", "travels leftward", "heads left",
              "drifts to the left"),
-    "right": ("moves right", "slides to the right", "travels rightward", "goes from left to right",
+    "right": ("moves right", "slides to the right", "travels rightward", "heads right",
               "drifts to the right"),
-    "up": ("moves up", "slides upward", "rises", "goes from bottom to top", "drifts up"),
-    "down": ("moves down", "slides downward", "falls", "goes from top to bottom", "drifts down"),
+    "up": ("moves up", "slides upward", "travels up", "heads up", "drifts upward"),
+    "down": ("moves down", "slides downward", "travels down", "heads down", "drifts downward"),
 }
 CORNER_WORDS = {
     "top left": ("top left", "upper left", "top-left"),
@@ -157,31 +158,44 @@ def _facets(v: SynthVideo, kind: str) -> tuple:
     return out
 
 
-_DETAIL_CHOICES = {"flash_colour": FLASH_COLOURS, "flash_shape": FLASH_SHAPES,
-                   "corner_colour": CORNER_COLOURS, "corner": CORNERS}
+_DETAIL_CHOICES = {"flash_colour": tuple(COLOURS), "flash_shape": FLASH_SHAPES,
+                   "corner_colour": tuple(COLOURS), "corner": CORNERS}
+# How often a hard negative changes each attribute: mostly a colour.
+_CHANGE_WEIGHTS = {"flash_colour": 0.35, "flash_shape": 0.15, "corner_colour": 0.35,
+                   "corner": 0.15}
 
 
-def _details(rng: np.random.Generator) -> dict[str, str]:
-    return {name: _pick(rng, choices) for name, choices in _DETAIL_CHOICES.items()}
+def _distinct_colours(motion: dict[str, str], details: dict[str, str]) -> bool:
+    return len({motion["colour"], details["flash_colour"], details["corner_colour"]}) == 3
 
 
-def _group_details(rng: np.random.Generator, size: int, motion: tuple,
+def _details(rng: np.random.Generator, motion: dict[str, str]) -> dict[str, str]:
+    while True:
+        details = {name: _pick(rng, choices) for name, choices in _DETAIL_CHOICES.items()}
+        if _distinct_colours(motion, details):
+            return details
+
+
+def _group_details(rng: np.random.Generator, size: int, motion: dict[str, str],
                    taken: set[tuple]) -> list[dict[str, str]]:
     """A base detail set, then members that each change one attribute of it (hard negatives);
     no two videos of the benchmark get the same attributes (``taken`` holds those used)."""
-    base = _details(rng)
-    while motion + tuple(base.values()) in taken:
-        base = _details(rng)
+    key = tuple(motion.values())
+    base = _details(rng, motion)
+    while key + tuple(base.values()) in taken:
+        base = _details(rng, motion)
     members = [base]
-    taken.add(motion + tuple(base.values()))
+    taken.add(key + tuple(base.values()))
+    attrs = tuple(_CHANGE_WEIGHTS)
+    weights = np.array([_CHANGE_WEIGHTS[a] for a in attrs])
     for _ in range(50 * size):
         if len(members) == size:
             break
-        attr = _pick(rng, tuple(_DETAIL_CHOICES))
+        attr = attrs[int(rng.choice(len(attrs), p=weights))]
         member = dict(base, **{attr: _pick(rng, _DETAIL_CHOICES[attr])})
-        if motion + tuple(member.values()) not in taken:
+        if _distinct_colours(motion, member) and key + tuple(member.values()) not in taken:
             members.append(member)
-            taken.add(motion + tuple(member.values()))
+            taken.add(key + tuple(member.values()))
     return members
 
 
@@ -196,10 +210,10 @@ def plan(videos: int, seed: int, test_fraction: float = 0.2) -> list[SynthVideo]
     taken: set[tuple] = set()
     group = 0
     while len(specs) < videos:
-        motion = {"colour": _pick(rng, MAIN_COLOURS), "shape": _pick(rng, MAIN_SHAPES),
+        motion = {"colour": _pick(rng, tuple(COLOURS)), "shape": _pick(rng, MAIN_SHAPES),
                   "direction": _pick(rng, DIRECTIONS)}
         size = min(int(rng.integers(3, 7)), videos - len(specs))
-        for details in _group_details(rng, size, tuple(motion.values()), taken):
+        for details in _group_details(rng, size, motion, taken):
             specs.append({"group": group, **motion, **details})
         group += 1
     n_test = max(1, round(videos * test_fraction))
