@@ -62,9 +62,11 @@ def _scratch(name: str, shape: Sequence[int], device: torch.device) -> torch.Ten
     more than the arithmetic done in it."""
     buffers = _workspace.__dict__.setdefault("buffers", {})
     numel = math.prod(shape)
-    held = buffers.get(name)
+    # a buffer made under inference mode cannot be written outside it, and vice versa
+    key = (name, torch.is_inference_mode_enabled())
+    held = buffers.get(key)
     if held is None or held.numel() < numel or held.device != device:
-        held = buffers[name] = torch.empty(numel, device=device)
+        held = buffers[key] = torch.empty(numel, device=device)
     return held[:numel].view(*shape)
 
 
