@@ -1,16 +1,16 @@
 """A synthetic text-video benchmark in MSR-VTT layout, built so that every level of EERCF matters.
 
 Each video shows a large shape moving across a dark background, with a fading trail behind it
-(the *motion*, in every frame), a second shape that flashes for 1/8 of the clip (the *flash*,
-in one or two of 12 uniformly sampled frames) and a small square in one corner (the *corner*
-object, inside one patch of the ``tiny`` model's 4x4 grid). The three take three different
-colours of one palette. Videos come in groups that share the motion and differ in one flash or
-corner attribute (hard negatives). Training videos carry captions of every kind (motion, flash,
-corner and their combinations, worded from templates with synonyms); each test video has one
-caption naming its motion and the detail that tells it apart from every other test video. The
-video-level vector averages frames, so it recalls the right group, but a colour it holds may be
-the flash, the corner or the moving shape; one frame and one patch tell them apart, which is
-the work of the frame and patch levels in stage 2.
+(the *motion*, in every frame); two brief *flashes*, one early and one late, each showing two
+stars of different colours side by side for 1/8 of the clip (one or two of 12 uniformly
+sampled frames); and a small square in one corner (inside one patch of the ``tiny`` model's 4x4
+grid). Videos of a group flash the same four colours: only which two flash *together* tells them
+apart. The video-level vector averages the frames, which mixes the two moments, so it cannot
+see the pairing; a single frame can. Videos come in groups that share the motion and differ in
+the pairing or the corner square (hard negatives). Training videos carry captions of every
+kind (motion, flash, corner and their combinations, worded from templates with synonyms); each
+test video has one caption naming its motion and the detail that tells it apart from every
+other test video: stage 1 recalls the right group, stage 2 must pick the right member.
 """
 from __future__ import annotations
 
@@ -24,28 +24,38 @@ import numpy as np
 
 from ..errors import EercfError
 
-# One palette for every object, three different colours in each video: a colour in the
-# averaged video vector does not say whether it was the big moving shape, the brief flash or
-# the small square; a single frame (flash) or a single patch (corner) does.
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (225, 35, 35), "green": (40, 200, 60), "blue": (50, 90, 235),
-    "yellow": (245, 220, 30), "white": (240, 240, 240), "purple": (165, 55, 215),
+    "red": (225, 35, 35), "blue": (50, 90, 235), "white": (240, 240, 240),
+    "yellow": (245, 220, 30), "green": (40, 200, 60), "cyan": (0, 210, 230),
+    "pink": (245, 110, 190), "orange": (255, 140, 0), "purple": (150, 60, 220),
+    "grey": (140, 140, 140),
 }
+# Each object has its own palette, so a colour word says which object it is about.
+MAIN_COLOURS = ("red", "blue", "white")
+FLASH_COLOURS = ("yellow", "green", "cyan", "pink", "orange")  # four of them in each video
+CORNER_COLOURS = ("purple", "grey")
+
+
+def _pairings() -> tuple[tuple[tuple[str, str], tuple[str, str]], ...]:
+    """Every way to flash four of the flash colours as two pairs (5 choices x 3 pairings)."""
+    out = []
+    for missing in FLASH_COLOURS:
+        a, b, c, d = (colour for colour in FLASH_COLOURS if colour != missing)
+        out += [((a, b), (c, d)), ((a, c), (b, d)), ((a, d), (b, c))]
+    return tuple(out)
+
+
+PAIRINGS = _pairings()
 MAIN_SHAPES = ("circle", "square", "triangle")
 DIRECTIONS = ("left", "right", "up", "down")
-FLASH_SHAPES = ("star", "cross", "diamond")
 CORNERS = ("top left", "top right", "bottom left", "bottom right")
 
 SHAPE_WORDS = {
     "circle": ("circle", "disc", "ball", "round shape"),
     "square": ("square", "box", "block", "square shape"),
     "triangle": ("triangle", "triangle", "triangular shape", "wedge"),
-    "star": ("star", "star", "star shape", "five-pointed star"),
-    "cross": ("cross", "plus sign", "cross shape", "cross"),
-    "diamond": ("diamond", "rhombus", "diamond shape", "diamond"),
 }
-# Each phrase names its direction once (never "from right to left"): the wording varies, the
-# meaning is one word away.
+# Each phrase names its direction once (never "from right to left").
 DIRECTION_WORDS = {
     "left": ("moves left", "slides to the left", "travels leftward", "heads left",
              "drifts to the left"),
@@ -63,9 +73,11 @@ CORNER_WORDS = {
 MOTION_TEMPLATES = ("a {colour} {shape} {moves}", "the {colour} {shape} {moves}",
                     "{a_colour} {shape} {moves} across the screen",
                     "a video where a {colour} {shape} {moves}")
-FLASH_TEMPLATES = ("a {colour} {shape} flashes", "a {colour} {shape} appears briefly",
-                   "for a moment a {colour} {shape} shows up", "a {colour} {shape} blinks once",
-                   "a {colour} {shape} pops up for an instant")
+FLASH_TEMPLATES = ("a {a} star and a {b} star flash together",
+                   "{a} and {b} stars appear together for a moment",
+                   "for an instant a {a} star shows up next to a {b} star",
+                   "a {a} star and a {b} star blink at the same time",
+                   "two stars, one {a} and one {b}, flash side by side")
 CORNER_OBJECTS = ("a small {colour} square in the {corner} corner",
                   "a tiny {colour} square at the {corner} corner",
                   "a little {colour} box in the {corner} corner",
@@ -75,10 +87,10 @@ CORNER_TEMPLATES = ("{object}", "there is {object}", "{object} stays still",
 JOINERS = (" while ", " and ", ", and ", " as ")
 CORNER_JOINERS = (" with ", ", and there is ", "; there is also ", " next to ")
 
-# Training captions cycle through this list (from a random start): details (flash, corner)
-# come up in most of them, since they are what is hard to learn from a few hundred steps.
-TRAIN_KINDS = ("flash", "corner", "motion+flash", "motion+corner", "flash", "corner", "motion",
-               "motion+flash+corner")
+# Training captions cycle through this list (from a random start): the flashes, hardest to
+# learn, come up most.
+TRAIN_KINDS = ("flash", "motion+flash", "corner", "motion+corner", "flash", "motion+flash",
+               "motion", "motion+flash+corner")
 CAPTION_KINDS = ("motion", "flash", "corner", "motion+flash", "motion+corner",
                  "motion+flash+corner")
 
@@ -93,16 +105,22 @@ class SynthVideo:
     colour: str
     shape: str
     direction: str
-    flash_colour: str
-    flash_shape: str
+    pairing: int         # index into PAIRINGS
     corner_colour: str
     corner: str
     fps: int
     seconds: float
     background: tuple[int, int, int]
     lane: float          # position across the motion, as a fraction of the frame
-    flash_start: float   # fraction of the duration when the flash appears
-    flash_xy: tuple[float, float]
+    flash_order: int     # which pair of the pairing flashes first (0 or 1)
+    flash_starts: tuple[float, float]  # fractions of the duration, early then late
+    flash_xy: tuple[tuple[float, float], tuple[float, float]]  # centre of each flash
+
+    @property
+    def flashes(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        """The colour pairs in the order they flash."""
+        pairs = PAIRINGS[self.pairing]
+        return (pairs[self.flash_order], pairs[1 - self.flash_order])
 
 
 def _pick(rng: np.random.Generator, options):
@@ -121,8 +139,10 @@ def _motion_phrase(v: SynthVideo, rng: np.random.Generator) -> str:
 
 
 def _flash_phrase(v: SynthVideo, rng: np.random.Generator) -> str:
-    return _pick(rng, FLASH_TEMPLATES).format(
-        colour=v.flash_colour, shape=_pick(rng, SHAPE_WORDS[v.flash_shape]))
+    pair = list(_pick(rng, v.flashes))
+    if rng.integers(2):
+        pair.reverse()
+    return _pick(rng, FLASH_TEMPLATES).format(a=pair[0], b=pair[1])
 
 
 def _corner_object(v: SynthVideo, rng: np.random.Generator) -> str:
@@ -131,7 +151,8 @@ def _corner_object(v: SynthVideo, rng: np.random.Generator) -> str:
 
 
 def caption(v: SynthVideo, kind: str, rng: np.random.Generator) -> str:
-    """One caption of ``kind`` (see ``CAPTION_KINDS``) for ``v``, worded at random."""
+    """One caption of ``kind`` (see ``CAPTION_KINDS``) for ``v``, worded at random; a flash
+    caption names one of the two pairs."""
     parts = kind.split("+")
     text = ""
     if "motion" in parts:
@@ -147,56 +168,65 @@ def caption(v: SynthVideo, kind: str, rng: np.random.Generator) -> str:
 
 
 def _facets(v: SynthVideo, kind: str) -> tuple:
-    """The attributes a caption of ``kind`` states; two videos it fits equally share them."""
+    """The attributes a caption of ``kind`` states; two videos it fits equally share them
+    (either pair of a pairing determines the pairing)."""
     out: tuple = ()
     if "motion" in kind:
         out += (v.colour, v.shape, v.direction)
     if "flash" in kind:
-        out += (v.flash_colour, v.flash_shape)
+        out += (v.pairing,)
     if "corner" in kind:
         out += (v.corner_colour, v.corner)
     return out
 
 
-_DETAIL_CHOICES = {"flash_colour": tuple(COLOURS), "flash_shape": FLASH_SHAPES,
-                   "corner_colour": tuple(COLOURS), "corner": CORNERS}
-# How often a hard negative changes each attribute: mostly a colour.
-_CHANGE_WEIGHTS = {"flash_colour": 0.35, "flash_shape": 0.15, "corner_colour": 0.35,
-                   "corner": 0.15}
+_DETAIL_CHOICES = {"pairing": tuple(range(len(PAIRINGS))), "corner_colour": CORNER_COLOURS,
+                   "corner": CORNERS}
+# How often a hard negative changes each attribute: mostly how the same four colours pair up.
+_CHANGE_WEIGHTS = {"pairing": 0.6, "corner_colour": 0.2, "corner": 0.2}
 
 
-def _distinct_colours(motion: dict[str, str], details: dict[str, str]) -> bool:
-    return len({motion["colour"], details["flash_colour"], details["corner_colour"]}) == 3
+def _repaired(pairing: int, rng: np.random.Generator) -> int:
+    """Another pairing of the same four colours."""
+    first = pairing - pairing % 3
+    return first + (pairing % 3 + 1 + int(rng.integers(2))) % 3
 
 
-def _details(rng: np.random.Generator, motion: dict[str, str]) -> dict[str, str]:
-    while True:
-        details = {name: _pick(rng, choices) for name, choices in _DETAIL_CHOICES.items()}
-        if _distinct_colours(motion, details):
-            return details
+def _details(rng: np.random.Generator) -> dict:
+    return {name: _pick(rng, choices) for name, choices in _DETAIL_CHOICES.items()}
 
 
-def _group_details(rng: np.random.Generator, size: int, motion: dict[str, str],
-                   taken: set[tuple]) -> list[dict[str, str]]:
+def _group_details(rng: np.random.Generator, size: int, motion: tuple,
+                   taken: set[tuple]) -> list[dict]:
     """A base detail set, then members that each change one attribute of it (hard negatives);
-    no two videos of the benchmark get the same attributes (``taken`` holds those used)."""
-    key = tuple(motion.values())
-    base = _details(rng, motion)
-    while key + tuple(base.values()) in taken:
-        base = _details(rng, motion)
+    no two videos of a split get the same attributes (``taken`` holds those used)."""
+    for _ in range(100):
+        base = _details(rng)
+        if motion + tuple(base.values()) not in taken:
+            break
+    else:
+        return []
     members = [base]
-    taken.add(key + tuple(base.values()))
+    taken.add(motion + tuple(base.values()))
     attrs = tuple(_CHANGE_WEIGHTS)
     weights = np.array([_CHANGE_WEIGHTS[a] for a in attrs])
     for _ in range(50 * size):
         if len(members) == size:
             break
         attr = attrs[int(rng.choice(len(attrs), p=weights))]
-        member = dict(base, **{attr: _pick(rng, _DETAIL_CHOICES[attr])})
-        if _distinct_colours(motion, member) and key + tuple(member.values()) not in taken:
+        value = (_repaired(base["pairing"], rng) if attr == "pairing"
+                 else _pick(rng, _DETAIL_CHOICES[attr]))
+        member = dict(base, **{attr: value})
+        if motion + tuple(member.values()) not in taken:
             members.append(member)
-            taken.add(key + tuple(member.values()))
+            taken.add(motion + tuple(member.values()))
     return members
+
+
+# Each flash lasts 1.5 sampling intervals of 12 uniform frames: always in one or two of them.
+FLASH_FRACTION = 1.5 / 12
+# When each flash may start (fractions of the duration): one early, one late, never together.
+FLASH_WINDOWS = ((0.08, 0.35), (0.55, 0.87 - FLASH_FRACTION))
 
 
 def plan(videos: int, seed: int, test_fraction: float = 0.2) -> list[SynthVideo]:
@@ -206,49 +236,44 @@ def plan(videos: int, seed: int, test_fraction: float = 0.2) -> list[SynthVideo]
     if not 0.0 < test_fraction < 1.0:
         raise EercfError(f"test fraction must be between 0 and 1, got {test_fraction}")
     rng = np.random.default_rng(seed)
+    n_test = max(1, round(videos * test_fraction))
     specs: list[dict] = []
-    taken: set[tuple] = set()
+    taken: dict[str, set[tuple]] = {"train": set(), "test": set()}
     group = 0
     while len(specs) < videos:
-        motion = {"colour": _pick(rng, tuple(COLOURS)), "shape": _pick(rng, MAIN_SHAPES),
+        split = "test" if sum(s["split"] == "test" for s in specs) < n_test else "train"
+        motion = {"colour": _pick(rng, MAIN_COLOURS), "shape": _pick(rng, MAIN_SHAPES),
                   "direction": _pick(rng, DIRECTIONS)}
         size = min(int(rng.integers(3, 7)), videos - len(specs))
-        for details in _group_details(rng, size, motion, taken):
-            specs.append({"group": group, **motion, **details})
+        for details in _group_details(rng, size, tuple(motion.values()), taken[split]):
+            specs.append({"group": group, "split": split, **motion, **details})
         group += 1
-    n_test = max(1, round(videos * test_fraction))
-    test_groups: set[int] = set()
-    for g in rng.permutation(group):
-        if sum(s["group"] in test_groups for s in specs) >= n_test:
-            break
-        test_groups.add(int(g))
     order = rng.permutation(len(specs))
     out = []
     for index, spec_index in enumerate(order):
-        spec = specs[spec_index]
         background = tuple(int(c) for c in rng.integers(10, 55, size=3))
+        starts = tuple(float(rng.uniform(lo, hi)) for lo, hi in FLASH_WINDOWS)
+        centres = tuple((float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.3, 0.7)))
+                        for _ in FLASH_WINDOWS)
         out.append(SynthVideo(
-            video_id=f"video{index}", split="test" if spec["group"] in test_groups else "train",
-            fps=int(rng.integers(8, 13)), seconds=float(np.round(rng.uniform(4.0, 8.0), 2)),
-            background=background, lane=float(rng.uniform(0.38, 0.62)),
-            flash_start=float(rng.uniform(0.1, 0.9 - FLASH_FRACTION)),
-            flash_xy=(float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.3, 0.7))), **spec))
+            video_id=f"video{index}", fps=int(rng.integers(8, 13)),
+            seconds=float(np.round(rng.uniform(4.0, 8.0), 2)), background=background,
+            lane=float(rng.uniform(0.38, 0.62)), flash_order=int(rng.integers(2)),
+            flash_starts=starts, flash_xy=centres, **specs[spec_index]))
     return out
 
 
-# The flash lasts 1.5 sampling intervals of 12 uniform frames: always in one or two of them.
-FLASH_FRACTION = 1.5 / 12
-
-
 def _test_kind(v: SynthVideo, others: list[SynthVideo], rng: np.random.Generator) -> str:
-    """The shortest caption kind naming ``v``'s motion that fits no other test video."""
+    """A caption kind naming ``v``'s motion that fits no other test video: mostly the flash
+    pairing, otherwise the corner, otherwise both."""
     def unique(kind: str) -> bool:
         mine = _facets(v, kind)
         return all(_facets(o, kind) != mine for o in others if o is not v)
 
-    short = [k for k in ("motion+flash", "motion+corner") if unique(k)]
-    if short:
-        return _pick(rng, tuple(short))
+    for kind in (("motion+flash", "motion+corner") if rng.random() < 0.7
+                 else ("motion+corner", "motion+flash")):
+        if unique(kind):
+            return kind
     if unique("motion+flash+corner"):
         return "motion+flash+corner"
     raise EercfError(f"synthetic test video {v.video_id} is indistinguishable from another")
@@ -277,17 +302,10 @@ def _polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, flo
     if kind == "triangle":
         return [(cx + r * math.cos(a), cy - r * math.sin(a))
                 for a in (math.pi / 2, math.pi * 7 / 6, math.pi * 11 / 6)]
-    if kind == "diamond":
-        return [(cx, cy - r), (cx + 0.75 * r, cy), (cx, cy + r), (cx - 0.75 * r, cy)]
     if kind == "star":
         return [(cx + (r if i % 2 == 0 else 0.45 * r) * math.cos(math.pi / 2 + i * math.pi / 5),
                  cy - (r if i % 2 == 0 else 0.45 * r) * math.sin(math.pi / 2 + i * math.pi / 5))
                 for i in range(10)]
-    if kind == "cross":
-        w = 0.35 * r
-        return [(cx - w, cy - r), (cx + w, cy - r), (cx + w, cy - w), (cx + r, cy - w),
-                (cx + r, cy + w), (cx + w, cy + w), (cx + w, cy + r), (cx - w, cy + r),
-                (cx - w, cy + w), (cx - r, cy + w), (cx - r, cy - w), (cx - w, cy - w)]
     raise ValueError(kind)
 
 
@@ -300,7 +318,7 @@ def _draw(draw, kind: str, cx: float, cy: float, r: float, colour: tuple[int, in
         draw.polygon(_polygon(kind, cx, cy, r), fill=colour)
 
 
-MAIN_RADIUS, FLASH_RADIUS, CORNER_SIZE, CORNER_MARGIN = 0.15, 0.16, 0.19, 0.03
+MAIN_RADIUS, FLASH_RADIUS, FLASH_GAP, CORNER_SIZE, CORNER_MARGIN = 0.15, 0.11, 0.14, 0.19, 0.03
 # The moving shape leaves a fading trail (distance behind it in radii, opacity), like motion
 # blur: each frame shows which way it goes, as in real footage of something moving.
 TRAIL = ((1.5, 0.15), (1.0, 0.3), (0.5, 0.55))
@@ -309,6 +327,12 @@ _HEADING = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
 
 def frame_count(v: SynthVideo) -> int:
     return max(1, round(v.seconds * v.fps))
+
+
+def flash_centres(v: SynthVideo, event: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Where the two stars of flash ``event`` sit (fractions of the frame), left then right."""
+    x, y = v.flash_xy[event]
+    return (x - FLASH_GAP, y), (x + FLASH_GAP, y)
 
 
 def render(v: SynthVideo, size: int):
@@ -322,6 +346,11 @@ def render(v: SynthVideo, size: int):
     c1 = size - c0 - CORNER_SIZE * size
     corner_x = c0 if "left" in v.corner else c1
     corner_y = c0 if "top" in v.corner else c1
+    radius = MAIN_RADIUS * size
+    dx, dy = _HEADING[v.direction]
+    trail = [(behind, tuple(round(b + opacity * (c - b))
+                            for c, b in zip(COLOURS[v.colour], v.background)))
+             for behind, opacity in TRAIL]
     for k in range(n):
         progress = (k + 0.5) / n
         travel = lo + (hi - lo) * progress
@@ -329,15 +358,13 @@ def render(v: SynthVideo, size: int):
                 "down": (lane, travel), "up": (lane, lo + hi - travel)}[v.direction]
         image = Image.new("RGB", (size, size), v.background)
         draw = ImageDraw.Draw(image)
-        radius = MAIN_RADIUS * size
-        dx, dy = _HEADING[v.direction]
-        for behind, opacity in TRAIL:
-            ghost = tuple(round(b + opacity * (c - b)) for c, b in zip(COLOURS[v.colour], v.background))
+        for behind, ghost in trail:
             _draw(draw, v.shape, x - dx * behind * radius, y - dy * behind * radius, radius, ghost)
         _draw(draw, v.shape, x, y, radius, COLOURS[v.colour])
-        if v.flash_start <= progress < v.flash_start + FLASH_FRACTION:
-            _draw(draw, v.flash_shape, v.flash_xy[0] * size, v.flash_xy[1] * size,
-                  FLASH_RADIUS * size, COLOURS[v.flash_colour])
+        for event, (start, pair) in enumerate(zip(v.flash_starts, v.flashes)):
+            if start <= progress < start + FLASH_FRACTION:
+                for (fx, fy), colour in zip(flash_centres(v, event), pair):
+                    _draw(draw, "star", fx * size, fy * size, FLASH_RADIUS * size, COLOURS[colour])
         draw.rectangle([corner_x, corner_y, corner_x + CORNER_SIZE * size - 1,
                         corner_y + CORNER_SIZE * size - 1], fill=COLOURS[v.corner_colour])
         yield np.asarray(image)
