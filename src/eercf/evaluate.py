@@ -154,23 +154,11 @@ def stage1_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures") -
     return model.logit_scale * (model.stage1_query(text) @ videos.video.float().T)
 
 
-def fusion_weights(model: "EERCF", weights: dict[str, float] | None = None) -> dict[str, float]:
-    """The model's fusion weights (config ``eercf.rerank``) with ``weights`` overriding some
-    levels, e.g. ``{"patch_weak": 0}`` for a no-patch ablation."""
-    from .similarity import LEVELS
-
-    unknown = sorted(set(weights or {}) - set(LEVELS))
-    if unknown:
-        raise EercfError(f"unknown fusion weight {unknown[0]!r}: levels are {', '.join(LEVELS)}")
-    merged = {k: v for k, v in model.config["eercf"]["rerank"].items() if k in LEVELS}
-    return {**merged, **{k: float(v) for k, v in (weights or {}).items()}}
-
-
 def all_pairs_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures",
                      weights: dict | None = None) -> torch.Tensor:
     """The fused score ``[T, V]`` of every pair (what two-stage retrieval avoids computing)."""
     from .similarity import fuse
-    return fuse(model.similarity(text, videos), fusion_weights(model, weights))
+    return fuse(model.similarity(text, videos), model.fusion_weights(weights))
 
 
 def two_stage_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures", topk: int,
@@ -185,7 +173,7 @@ def two_stage_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures"
     k = min(topk, len(videos))
     candidates = stage1.topk(k, dim=1).indices                             # [T, k]
     fused = torch.empty(candidates.shape, device=stage1.device)
-    weights = fusion_weights(model, weights)
+    weights = model.fusion_weights(weights)
     step = _chunk_rows(videos, k)
     gather = _Gather(videos, min(step, len(text)) * k)
     for start in range(0, len(text), step):
@@ -206,7 +194,7 @@ def two_stage_v2t_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatu
     k = min(topk, len(text))
     candidates = stage1_v2t.topk(k, dim=1).indices                         # [V, k] caption ids
     fused = torch.empty(candidates.shape, device=stage1_v2t.device)
-    weights = fusion_weights(model, weights)
+    weights = model.fusion_weights(weights)
     for row in range(len(videos)):
         scores = model.similarity(text[candidates[row]], videos.index(slice(row, row + 1)))
         fused[row] = fuse(scores, weights)[:, 0]
@@ -370,7 +358,7 @@ def evaluate(model: "EERCF", records: Sequence["VideoRecord"], *, modes: Iterabl
     """Text-to-video and video-to-text metrics of ``model`` on ``records`` (e.g. a split from
     ``eercf.data.datasets.load_dataset``) in each mode: ``{mode: {"t2v": {R1 R5 R10 R50 MdR
     MnR}, "v2t": {...}, "seconds": scoring time}}``. ``topk`` defaults to the model's re-rank
-    K; ``weights`` overrides some of its fusion weights (ablations, see :func:`fusion_weights`)."""
+    K; ``weights`` overrides some of its fusion weights (ablations, see :meth:`EERCF.fusion_weights`)."""
     encoded = encode_records(model, records, batch_size=batch_size, workers=workers,
                              num_frames=num_frames, fps=fps, cache_dir=cache_dir, dtype=dtype,
                              progress=progress)

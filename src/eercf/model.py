@@ -169,6 +169,17 @@ class EERCF(nn.Module):
         return dict(global_weight=self.global_weight, frame_weight=self.frame_weight,
                     scale=self.logit_scale, temps=self.temperatures)
 
+    def fusion_weights(self, weights: dict[str, float] | None = None) -> dict[str, float]:
+        """The stage-2 fusion weights (config ``eercf.rerank``) with ``weights`` overriding some
+        levels, e.g. ``{"patch_weak": 0}`` for a no-patch ablation; evaluation and search both
+        take their weights from here."""
+        unknown = sorted(set(weights or {}) - set(sim.LEVELS))
+        if unknown:
+            raise EercfError(f"unknown fusion weight {unknown[0]!r}: levels are "
+                             f"{', '.join(sim.LEVELS)}")
+        merged = {k: v for k, v in self.config["eercf"]["rerank"].items() if k in sim.LEVELS}
+        return {**merged, **{k: float(v) for k, v in (weights or {}).items()}}
+
     def stage1_query(self, text: torch.Tensor) -> torch.Tensor:
         """``q = W_g^T t`` (row form ``t @ W_g``), so stage 1 is one inner product ``s * q . v``."""
         return text.float() @ self.global_weight.float()

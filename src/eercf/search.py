@@ -21,7 +21,7 @@ import torch
 
 from .errors import EercfError
 from .index import store
-from .similarity import LEVELS, fuse
+from .similarity import fuse
 
 if TYPE_CHECKING:
     import lance
@@ -124,16 +124,6 @@ def matched_where(patch_weights: np.ndarray, timestamps: np.ndarray, patches: in
     return Where(frame=frame, time=_seconds(timestamps[frame]), row=row, col=col)
 
 
-def rerank_weights(model: "EERCF", weights: dict[str, float] | None) -> dict[str, float]:
-    """The model's fusion weights (config ``eercf.rerank``) with ``weights`` overriding."""
-    merged = {k: v for k, v in model.config["eercf"]["rerank"].items() if k in LEVELS}
-    unknown = sorted(set(weights or {}) - set(LEVELS))
-    if unknown:
-        raise EercfError(f"unknown fusion weight {unknown[0]!r}: levels are {', '.join(LEVELS)}")
-    merged.update({k: float(v) for k, v in (weights or {}).items()})
-    return merged
-
-
 def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tensor,
               model: "EERCF", *, k: int, topk: int, weights: dict[str, float] | None = None,
               queries: Sequence[str | None] | None = None,
@@ -143,7 +133,7 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
     hits per query."""
     if k < 1 or topk < 1:
         raise EercfError(f"k and topk must be at least 1 (got k={k}, topk={topk})")
-    fusion = rerank_weights(model, weights)
+    fusion = model.fusion_weights(weights)
     timings = dict(timings or {})
     queries = list(queries) if queries is not None else [None] * len(text)
     rows = int(stage1.index.ntotal)
