@@ -5,6 +5,8 @@ mapped to our parameter names (OpenAI's CLIP names under ``clip.``), and the arc
 read from the tensor shapes where the file carries no config, as OpenAI's ``build_model`` does."""
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import re
@@ -138,22 +140,32 @@ def read_checkpoint(path_or_name: str | Path) -> Checkpoint:
 
 # ---------------------------------------------------------------------------- loading
 def _load(path_or_name: str | Path, tokenizer: Any) -> tuple[EERCF, Checkpoint]:
+    import torch
+
     from .model import EERCF
 
     ckpt = read_checkpoint(path_or_name)
     where = ckpt.source or path_or_name
     config = ckpt.config or _infer_config(ckpt.state, ckpt.heads, where)
+    plain_clip = not any(k.startswith(EERCF_ONLY) for k in ckpt.state)
+    # every weight of a full EERCF checkpoint is about to be replaced: build the model on the
+    # meta device (no random initialisation, ~2 s for ViT-B/32) and take the loaded tensors
+    full = ckpt.format != "config" and not plain_clip
     try:
-        model = EERCF(config)
+        with torch.device("meta") if full else contextlib.nullcontext():
+            model = EERCF(config)
     except EercfError as err:
         raise EercfError(f"{where}: unsupported architecture: {err}") from None
     except (KeyError, TypeError, ValueError) as err:
         raise EercfError(f"{where}: incomplete or malformed model config ({type(err).__name__}: {err})") from None
     if ckpt.format != "config":
-        plain_clip = not any(k.startswith(EERCF_ONLY) for k in ckpt.state)
         _check_fit(model, ckpt.state, plain_clip, where)
-        model.load_state_dict(ckpt.state, strict=not plain_clip)
-        if plain_clip:
+        if full:
+            own = model.state_dict()
+            model.load_state_dict({k: v.to(own[k].dtype) for k, v in ckpt.state.items()},
+                                  assign=True)
+        else:
+            model.load_state_dict(ckpt.state, strict=False)
             model.init_temporal_from_text()
     model.tokenizer = _resolve_tokenizer(tokenizer, ckpt, model)
     return model.eval(), ckpt
