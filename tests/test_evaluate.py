@@ -194,6 +194,23 @@ def test_eval_command_json(benchmark, capsys):
     assert f"{len(records)} videos, {n_captions} captions, 0 failed" in err
 
 
+def test_eval_command_fusion_weights(benchmark, capsys):
+    data, checkpoint = benchmark
+    base = ["--checkpoint", checkpoint, "--data", data, "--workers", 0, "--modes", "all_pairs",
+            "--json"]
+    # only the video level left: all_pairs ranks as stage 1 alone
+    only_video = ["--weights", "frame_weak=0", "--weights", "frame_strong=0", "--weights",
+                  "patch_weak=0", "--modes", "video,all_pairs"]
+    code, out, err = run_cli(capsys, *base[:-3], *only_video, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["all_pairs"]["t2v"] == result["video"]["t2v"]
+    code, out, err = run_cli(capsys, *base, "--weights", "colour=1")
+    assert code == 2 and "unknown fusion weight 'colour'" in err
+    code, out, err = run_cli(capsys, *base, "--weights", "video")
+    assert code == 2 and "LEVEL=NUMBER" in err
+
+
 def test_eval_command_table_from_a_run_folder(benchmark, capsys, tmp_path):
     data, checkpoint = benchmark
     run = tmp_path / "run"

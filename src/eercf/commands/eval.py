@@ -32,6 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dual-softmax", action="store_true",
                    help="also report video+dsl and all_pairs+dsl: dual softmax over the query set "
                         "(transductive: uses every test query at once)")
+    p.add_argument("--weights", action="append", default=[], metavar="LEVEL=W",
+                   help="change a stage-2 fusion weight for this evaluation (levels: video, "
+                        "frame_weak, frame_strong, patch_weak, patch_strong), e.g. "
+                        "patch_weak=0; repeatable")
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: the model's)")
     p.add_argument("--fps", type=float, default=None,
                    help="sample at this rate, capped to --frames; 0 = uniformly over the video "
@@ -115,6 +119,15 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise EercfError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    weights = {}
+    for item in args.weights:
+        level, sep, value = item.partition("=")
+        try:
+            weights[level.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise EercfError(f"--weights {item!r}: expected LEVEL=NUMBER, e.g. patch_weak=0")
     data = Path(args.data)
     if not data.is_dir():
         raise EercfError(f"data folder {data} not found")
@@ -130,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
                              num_frames=args.frames, fps=fps, cache_dir=args.cache_dir,
                              dtype=torch.bfloat16 if args.bf16 else None)
     results = score_modes(model, encoded.text, encoded.caption_video, encoded.videos,
-                          modes=modes, topk=args.topk, dual_softmax=args.dual_softmax)
+                          modes=modes, topk=args.topk, dual_softmax=args.dual_softmax,
+                          weights=weights or None)
     sampling = f"at {fps:g} fps" if fps else "uniformly"
     if fps and fps_source:
         sampling += f" (frame_rate of {fps_source})"
