@@ -176,6 +176,22 @@ def test_two_gloo_processes_match_one(single_run: Path, data: Path, tmp_path: Pa
     assert_same_curve(steps(single_run), steps(tmp_path / "run"), 6, rtol=1e-4)
 
 
+def test_batches_of_similar_videos_are_the_same_on_two_processes(single_run: Path, data: Path,
+                                                                  tmp_path: Path):
+    """similar_group: each global batch is a run of groups of caption neighbours, whatever the
+    number of processes; the order (so the curve) differs from plain random batches."""
+    cfg = micro_config(data, single_run.parent / "cache", similar_group=2)
+    train(cfg, tmp_path / "one", progress=False)
+    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), cfg, str(tmp_path / "two")),
+                                nprocs=2, join=True)
+    assert_same_curve(steps(tmp_path / "one"), steps(tmp_path / "two"), 6, rtol=1e-4)
+    assert steps(tmp_path / "one")[0]["total"] != steps(single_run)[0]["total"]
+    with pytest.raises(EercfError, match="similar_group > 1 needs caption_views"):
+        load_train_config("tiny", overrides=["similar_group=4", "caption_views=0"])
+    with pytest.raises(EercfError, match="similar_group must be a positive"):
+        load_train_config("tiny", overrides=["similar_group=0"])
+
+
 # ----------------------------------------------------------------------------- resume
 def _cli(data: Path, cache: Path, out: Path, *extra: str) -> list[str]:
     micro = [f"model_config={json.dumps(MICRO)}", f"cache_dir={cache}", "threads=1",

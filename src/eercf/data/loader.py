@@ -13,10 +13,12 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from ..errors import EercfError
+from .batching import similar_groups
 from .datasets import VideoRecord
 from .frames import FrameCache
 from .video import CLIP_MEAN, CLIP_STD, SampledClip, decode_clip
@@ -148,15 +150,24 @@ class EpochSampler(Sampler[int]):
     """A fresh random order of ``range(n)`` each epoch, fixed by ``(seed, epoch)`` so a run can
     stop and resume exactly: save ``state_dict(consumed)``, later ``load_state_dict`` it and
     the sampler yields only the items the run had not consumed yet. With ``num_replicas > 1``
-    each rank takes its own equal share of the order (the tail that does not divide is dropped)."""
+    each rank takes its own equal share of the order (the tail that does not divide is dropped).
+
+    With ``neighbours`` (``[n, k]``, see :mod:`eercf.data.batching`) and ``group_size > 1`` the
+    order is made of shuffled groups of up to ``group_size`` similar items, so a batch holds
+    hard negatives. A global batch is a contiguous run of the order whatever the number of
+    processes (rank r takes positions r, r + world, ...), so groups stay within batches."""
 
     def __init__(self, n: int, seed: int = 0, *, shuffle: bool = True, num_replicas: int = 1,
-                 rank: int = 0):
+                 rank: int = 0, neighbours: "np.ndarray | None" = None, group_size: int = 1):
+        if neighbours is not None and len(neighbours) != n:
+            raise EercfError(f"neighbours cover {len(neighbours)} items, the sampler {n}")
         if n < num_replicas:
             raise EercfError(f"{n} items cannot be shared among {num_replicas} processes")
         if not 0 <= rank < num_replicas:
             raise EercfError(f"rank {rank} outside 0..{num_replicas - 1}")
         self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.neighbours = neighbours if group_size > 1 else None
+        self.group_size = group_size
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch, self.start = 0, 0
 
@@ -166,7 +177,11 @@ class EpochSampler(Sampler[int]):
 
     def order(self) -> list[int]:
         """This rank's full order for the current epoch (before skipping ``start``)."""
-        if self.shuffle:
+        if self.shuffle and self.neighbours is not None:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            groups = similar_groups(self.neighbours, self.group_size, rng)
+            order = [i for group in groups for i in group]
+        elif self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(self.n, generator=generator).tolist()
         else:

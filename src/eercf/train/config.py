@@ -119,6 +119,10 @@ def validate_config(cfg: dict[str, Any]) -> None:
             raise EercfError(f"{key} must be a number >= 0, got {value!r}")
     if not isinstance(cfg["caption_views"], int):
         raise EercfError(f"caption_views must be a whole number, got {cfg['caption_views']!r}")
+    positive("similar_group")
+    if cfg["similar_group"] > 1 and not cfg["caption_views"]:
+        raise EercfError("similar_group > 1 needs caption_views > 0: with one item per caption, "
+                         "a group of similar items would pair a video with itself")
     if cfg["warmup"] >= 1:
         raise EercfError(f"warmup is a fraction of the steps (0 <= warmup < 1), got {cfg['warmup']}")
     if cfg["init"] not in ("scratch", "pretrained"):

@@ -209,8 +209,15 @@ class Trainer:
 
         kind = VideoClips if self.cfg["caption_views"] else CaptionPairs
         dataset = kind(self.train_records, **self._clip_settings())
+        group_size = self.cfg["similar_group"]
+        neighbours = None
+        if group_size > 1:  # batches of similar videos (one item per video: caption_views > 0)
+            from ..data.batching import caption_neighbours
+            neighbours = caption_neighbours([r.captions for r in self.train_records],
+                                            k=4 * group_size)
         self.sampler = EpochSampler(len(dataset), self.cfg["seed"], num_replicas=self.dist.world,
-                                    rank=self.dist.rank)
+                                    rank=self.dist.rank, neighbours=neighbours,
+                                    group_size=group_size)
         loader = make_loader(dataset, batch_size=self.micro_batch, workers=self.cfg["workers"],
                              seed=self.cfg["seed"], drop_last=True, cache_dir=self.cache_dir,
                              sampler=self.sampler,
@@ -396,28 +403,14 @@ class Trainer:
         return results
 
     def _score_validation(self) -> dict[str, Any]:
-        from ..data.loader import VideoClips, make_loader
-        from ..encode import encode_texts, encode_videos
-        from ..evaluate import score_modes
-        from ..model import VideoFeatures
+        from ..evaluate import encode_records, score_modes
 
-        loader = make_loader(VideoClips(self.val_records, **self._clip_settings()),
-                             batch_size=max(1, self.micro_batch), workers=self.cfg["workers"],
-                             cache_dir=self.cache_dir)
-        features, indices = [], []
-        for batch, feats in encode_videos(self.model, loader, dtype=self.autocast,
-                                          progress=self.progress):
-            if feats is not None:
-                features.append(feats)
-                indices += batch["index"].tolist()
-        captions, caption_video = [], []
-        for position, index in enumerate(indices):
-            for caption in self.val_records[index].captions:
-                captions.append(caption)
-                caption_video.append(position)
-        text = encode_texts(self.model, captions, progress=self.progress)
-        return score_modes(self.model, text, torch.tensor(caption_video),
-                           VideoFeatures.cat(features), topk=self.cfg["eval_topk"])
+        encoded = encode_records(self.model, self.val_records, batch_size=max(1, self.micro_batch),
+                                 workers=self.cfg["workers"], fps=self.cfg["frame_rate"],
+                                 cache_dir=str(self.cache_dir), dtype=self.autocast,
+                                 progress=self.progress)
+        return score_modes(self.model, encoded.text, encoded.caption_video, encoded.videos,
+                           topk=self.cfg["eval_topk"])
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, name: str, val: dict | None = None) -> None:
