@@ -1,23 +1,24 @@
 """A synthetic text-video benchmark in MSR-VTT layout, built so that every level of EERCF matters.
 
 Each video shows a large shape moving across a dark background, with a fading trail behind it
-(the *motion*, in every frame); two brief *flashes*, one early and one late, each showing two
-stars of different colours side by side for 1/8 of the clip (one or two of 12 uniformly
-sampled frames); and a small square in one corner (inside one patch of the ``tiny`` model's 4x4
-grid). Videos of a group flash the same four colours: only which two flash *together* tells them
-apart. The video-level vector averages the frames, which mixes the two moments, so it cannot
-see the pairing; a single frame can. Videos come in groups that share the motion and differ in
-the pairing or the corner square (hard negatives). Training videos carry captions of every
-kind (motion, flash, corner and their combinations, worded from templates with synonyms); each
-test video has one caption naming its motion and the detail that tells it apart from every
-other test video: stage 1 recalls the right group, stage 2 must pick the right member.
+(the *motion*, in every frame); two brief *flashes*, one early and one late, in which the
+screen splits into two halves of different colours for 1/8 of the clip (one or two of 12
+uniformly sampled frames); and a small square in one corner (inside one patch of the ``tiny``
+model's 4x4 grid). Videos of a group flash the same four colours: only which two flash
+*together* tells them apart. The video-level vector averages the frames, which mixes the two
+moments, so it cannot see the pairing from colour alone; a single frame can. Videos come in
+groups that share the motion and differ in the pairing or the corner square (hard negatives).
+Training videos carry captions of every kind (motion, flash, corner and their combinations,
+worded from templates with synonyms); each test video has one caption naming its motion and
+the detail that tells it apart from every other test video: stage 1 recalls the right group,
+stage 2 must pick the right member.
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ def _pairings() -> tuple[tuple[tuple[str, str], tuple[str, str]], ...]:
 
 PAIRINGS = _pairings()
 MAIN_SHAPES = ("circle", "square", "triangle")
-DIRECTIONS = ("left", "right", "up", "down")
+DIRECTIONS = ("left", "right")
 CORNERS = ("top left", "top right", "bottom left", "bottom right")
 
 SHAPE_WORDS = {
@@ -57,12 +58,8 @@ SHAPE_WORDS = {
 }
 # Each phrase names its direction once (never "from right to left").
 DIRECTION_WORDS = {
-    "left": ("moves left", "slides to the left", "travels leftward", "heads left",
-             "drifts to the left"),
-    "right": ("moves right", "slides to the right", "travels rightward", "heads right",
-              "drifts to the right"),
-    "up": ("moves up", "slides upward", "travels up", "heads up", "drifts upward"),
-    "down": ("moves down", "slides downward", "travels down", "heads down", "drifts downward"),
+    "left": ("moves left", "slides to the left", "travels leftward", "heads left"),
+    "right": ("moves right", "slides to the right", "travels rightward", "heads right"),
 }
 CORNER_WORDS = {
     "top left": ("top left", "upper left", "top-left"),
@@ -73,11 +70,11 @@ CORNER_WORDS = {
 MOTION_TEMPLATES = ("a {colour} {shape} {moves}", "the {colour} {shape} {moves}",
                     "{a_colour} {shape} {moves} across the screen",
                     "a video where a {colour} {shape} {moves}")
-FLASH_TEMPLATES = ("a {a} star and a {b} star flash together",
-                   "{a} and {b} stars appear together for a moment",
-                   "for an instant a {a} star shows up next to a {b} star",
-                   "a {a} star and a {b} star blink at the same time",
-                   "two stars, one {a} and one {b}, flash side by side")
+FLASH_TEMPLATES = ("the screen flashes {a} and {b}",
+                   "for a moment the screen turns {a} and {b}",
+                   "{an_a} and {b} flash fills the screen",
+                   "the screen splits into {a} and {b} for an instant",
+                   "{a} and {b} flash together")
 CORNER_OBJECTS = ("a small {colour} square in the {corner} corner",
                   "a tiny {colour} square at the {corner} corner",
                   "a little {colour} box in the {corner} corner",
@@ -114,7 +111,6 @@ class SynthVideo:
     lane: float          # position across the motion, as a fraction of the frame
     flash_order: int     # which pair of the pairing flashes first (0 or 1)
     flash_starts: tuple[float, float]  # fractions of the duration, early then late
-    flash_xy: tuple[tuple[float, float], tuple[float, float]]  # centre of each flash
 
     @property
     def flashes(self) -> tuple[tuple[str, str], tuple[str, str]]:
@@ -138,11 +134,9 @@ def _motion_phrase(v: SynthVideo, rng: np.random.Generator) -> str:
         a_colour=_article(colour))
 
 
-def _flash_phrase(v: SynthVideo, rng: np.random.Generator) -> str:
-    pair = list(_pick(rng, v.flashes))
-    if rng.integers(2):
-        pair.reverse()
-    return _pick(rng, FLASH_TEMPLATES).format(a=pair[0], b=pair[1])
+def _flash_phrase(pair: tuple[str, str], rng: np.random.Generator) -> str:
+    a, b = pair if rng.integers(2) else pair[::-1]
+    return _pick(rng, FLASH_TEMPLATES).format(a=a, b=b, an_a=_article(a))
 
 
 def _corner_object(v: SynthVideo, rng: np.random.Generator) -> str:
@@ -150,15 +144,16 @@ def _corner_object(v: SynthVideo, rng: np.random.Generator) -> str:
         colour=v.corner_colour, corner=_pick(rng, CORNER_WORDS[v.corner]))
 
 
-def caption(v: SynthVideo, kind: str, rng: np.random.Generator) -> str:
+def caption(v: SynthVideo, kind: str, rng: np.random.Generator,
+            pair: tuple[str, str] | None = None) -> str:
     """One caption of ``kind`` (see ``CAPTION_KINDS``) for ``v``, worded at random; a flash
-    caption names one of the two pairs."""
+    caption names ``pair`` (one of the two pairs that flashed together; default: either)."""
     parts = kind.split("+")
     text = ""
     if "motion" in parts:
         text = _motion_phrase(v, rng)
     if "flash" in parts:
-        flash = _flash_phrase(v, rng)
+        flash = _flash_phrase(pair or _pick(rng, v.flashes), rng)
         text = text + _pick(rng, JOINERS) + flash if text else flash
     if "corner" in parts:
         corner = _corner_object(v, rng)
@@ -167,17 +162,17 @@ def caption(v: SynthVideo, kind: str, rng: np.random.Generator) -> str:
     return text
 
 
-def _facets(v: SynthVideo, kind: str) -> tuple:
-    """The attributes a caption of ``kind`` states; two videos it fits equally share them
-    (either pair of a pairing determines the pairing)."""
-    out: tuple = ()
-    if "motion" in kind:
-        out += (v.colour, v.shape, v.direction)
-    if "flash" in kind:
-        out += (v.pairing,)
-    if "corner" in kind:
-        out += (v.corner_colour, v.corner)
-    return out
+def fits(other: SynthVideo, v: SynthVideo, kind: str, pair: tuple[str, str] | None = None) -> bool:
+    """Whether a caption of ``kind`` about ``v`` (naming ``pair`` if a flash one) is true of
+    ``other``: same motion, the named pair flashing together, the same corner square."""
+    if "motion" in kind and (other.colour, other.shape, other.direction) != (
+            v.colour, v.shape, v.direction):
+        return False
+    if "flash" in kind and frozenset(pair) not in {frozenset(p) for p in other.flashes}:
+        return False
+    if "corner" in kind and (other.corner_colour, other.corner) != (v.corner_colour, v.corner):
+        return False
+    return True
 
 
 _DETAIL_CHOICES = {"pairing": tuple(range(len(PAIRINGS))), "corner_colour": CORNER_COLOURS,
@@ -253,29 +248,47 @@ def plan(videos: int, seed: int, test_fraction: float = 0.2) -> list[SynthVideo]
     for index, spec_index in enumerate(order):
         background = tuple(int(c) for c in rng.integers(10, 55, size=3))
         starts = tuple(float(rng.uniform(lo, hi)) for lo, hi in FLASH_WINDOWS)
-        centres = tuple((float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.3, 0.7)))
-                        for _ in FLASH_WINDOWS)
         out.append(SynthVideo(
             video_id=f"video{index}", fps=int(rng.integers(8, 13)),
             seconds=float(np.round(rng.uniform(4.0, 8.0), 2)), background=background,
             lane=float(rng.uniform(0.38, 0.62)), flash_order=int(rng.integers(2)),
-            flash_starts=starts, flash_xy=centres, **specs[spec_index]))
+            flash_starts=starts, **specs[spec_index]))
+    return _singled_out(out)
+
+
+_TEST_KINDS = ("motion+flash", "motion+corner", "motion+flash+corner")
+
+
+def _singled_out(videos: list[SynthVideo]) -> list[SynthVideo]:
+    """Moves to the training split any test video that no test caption could single out
+    (naming one flash pair can fit a video of another group that flashes the same pair)."""
+    out = list(videos)
+    for i, v in enumerate(out):
+        if v.split != "test":
+            continue
+        test = [o for o in out if o.split == "test" and o is not v]
+        if not any(not any(fits(o, v, kind, pair) for o in test)
+                   for kind in _TEST_KINDS for pair in v.flashes):
+            out[i] = replace(v, split="train")
     return out
 
 
-def _test_kind(v: SynthVideo, others: list[SynthVideo], rng: np.random.Generator) -> str:
-    """A caption kind naming ``v``'s motion that fits no other test video: mostly the flash
-    pairing, otherwise the corner, otherwise both."""
-    def unique(kind: str) -> bool:
-        mine = _facets(v, kind)
-        return all(_facets(o, kind) != mine for o in others if o is not v)
+def _test_caption(v: SynthVideo, others: list[SynthVideo], rng: np.random.Generator
+                  ) -> tuple[str, tuple[str, str] | None]:
+    """A caption kind naming ``v``'s motion (and, for a flash, which pair) that fits no other
+    test video: mostly a flash pair, otherwise the corner, otherwise both."""
+    def choices(kind: str) -> list:
+        if "flash" not in kind:
+            return [None]
+        return [v.flashes[i] for i in rng.permutation(2)]
 
-    for kind in (("motion+flash", "motion+corner") if rng.random() < 0.7
-                 else ("motion+corner", "motion+flash")):
-        if unique(kind):
-            return kind
-    if unique("motion+flash+corner"):
-        return "motion+flash+corner"
+    first = ("motion+flash", "motion+corner") if rng.random() < 0.7 else (
+        "motion+corner", "motion+flash")
+    kinds = first + _TEST_KINDS[2:]
+    for kind in kinds:
+        for pair in choices(kind):
+            if not any(fits(o, v, kind, pair) for o in others if o is not v):
+                return kind, pair
     raise EercfError(f"synthetic test video {v.video_id} is indistinguishable from another")
 
 
@@ -288,8 +301,8 @@ def annotate(videos: list[SynthVideo], seed: int, captions_per_video: int = 8
     out: dict[str, list[tuple[str, str]]] = {}
     for v in videos:
         if v.split == "test":
-            kind = _test_kind(v, test, rng)
-            out[v.video_id] = [(kind, caption(v, kind, rng))]
+            kind, pair = _test_caption(v, test, rng)
+            out[v.video_id] = [(kind, caption(v, kind, rng, pair))]
         else:
             first = int(rng.integers(len(TRAIN_KINDS)))
             kinds = [TRAIN_KINDS[(first + i) % len(TRAIN_KINDS)]
@@ -318,21 +331,21 @@ def _draw(draw, kind: str, cx: float, cy: float, r: float, colour: tuple[int, in
         draw.polygon(_polygon(kind, cx, cy, r), fill=colour)
 
 
-MAIN_RADIUS, FLASH_RADIUS, FLASH_GAP, CORNER_SIZE, CORNER_MARGIN = 0.15, 0.11, 0.14, 0.19, 0.03
+MAIN_RADIUS, CORNER_SIZE, CORNER_MARGIN = 0.15, 0.19, 0.03
 # The moving shape leaves a fading trail (distance behind it in radii, opacity), like motion
 # blur: each frame shows which way it goes, as in real footage of something moving.
-TRAIL = ((1.5, 0.15), (1.0, 0.3), (0.5, 0.55))
-_HEADING = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
+TRAIL = ((3.3, 0.2), (2.2, 0.4), (1.1, 0.65))
+_HEADING = {"right": 1, "left": -1}
 
 
 def frame_count(v: SynthVideo) -> int:
     return max(1, round(v.seconds * v.fps))
 
 
-def flash_centres(v: SynthVideo, event: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Where the two stars of flash ``event`` sit (fractions of the frame), left then right."""
-    x, y = v.flash_xy[event]
-    return (x - FLASH_GAP, y), (x + FLASH_GAP, y)
+def flash_halves(v: SynthVideo, event: int) -> tuple[tuple[str, str], tuple[str, str]]:
+    """Which colour fills which half of the screen during flash ``event``."""
+    a, b = v.flashes[event]
+    return ("left", a), ("right", b)
 
 
 def render(v: SynthVideo, size: int):
@@ -347,24 +360,24 @@ def render(v: SynthVideo, size: int):
     corner_x = c0 if "left" in v.corner else c1
     corner_y = c0 if "top" in v.corner else c1
     radius = MAIN_RADIUS * size
-    dx, dy = _HEADING[v.direction]
+    heading = _HEADING[v.direction]
     trail = [(behind, tuple(round(b + opacity * (c - b))
                             for c, b in zip(COLOURS[v.colour], v.background)))
              for behind, opacity in TRAIL]
     for k in range(n):
         progress = (k + 0.5) / n
-        travel = lo + (hi - lo) * progress
-        x, y = {"right": (travel, lane), "left": (lo + hi - travel, lane),
-                "down": (lane, travel), "up": (lane, lo + hi - travel)}[v.direction]
+        x = lo + (hi - lo) * (progress if heading > 0 else 1 - progress)
+        y = lane
         image = Image.new("RGB", (size, size), v.background)
         draw = ImageDraw.Draw(image)
         for behind, ghost in trail:
-            _draw(draw, v.shape, x - dx * behind * radius, y - dy * behind * radius, radius, ghost)
+            _draw(draw, v.shape, x - heading * behind * radius, y, radius, ghost)
         _draw(draw, v.shape, x, y, radius, COLOURS[v.colour])
-        for event, (start, pair) in enumerate(zip(v.flash_starts, v.flashes)):
+        for event, start in enumerate(v.flash_starts):
             if start <= progress < start + FLASH_FRACTION:
-                for (fx, fy), colour in zip(flash_centres(v, event), pair):
-                    _draw(draw, "star", fx * size, fy * size, FLASH_RADIUS * size, COLOURS[colour])
+                for side, colour in flash_halves(v, event):
+                    x0 = 0 if side == "left" else size // 2
+                    draw.rectangle([x0, 0, x0 + size // 2 - 1, size - 1], fill=COLOURS[colour])
         draw.rectangle([corner_x, corner_y, corner_x + CORNER_SIZE * size - 1,
                         corner_y + CORNER_SIZE * size - 1], fill=COLOURS[v.corner_colour])
         yield np.asarray(image)
