@@ -116,6 +116,11 @@ def test_test_captions_name_one_test_video():
     assert len(repaired) / len(test) > 0.5
 
 
+def test_too_many_videos_is_one_clear_error():
+    with pytest.raises(EercfError, match="holds at most 2160 distinct videos"):
+        plan(3000, seed=0)
+
+
 def test_refuses_to_overwrite(bench: Path):
     with pytest.raises(EercfError, match="already holds"):
         make_synthetic(bench, videos=4, seed=0, progress=False)

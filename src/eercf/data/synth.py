@@ -162,11 +162,14 @@ def caption(v: SynthVideo, kind: str, rng: np.random.Generator,
     return text
 
 
+def _motion(v: SynthVideo) -> tuple[str, str, str]:
+    return v.colour, v.shape, v.direction
+
+
 def fits(other: SynthVideo, v: SynthVideo, kind: str, pair: tuple[str, str] | None = None) -> bool:
     """Whether a caption of ``kind`` about ``v`` (naming ``pair`` if a flash one) is true of
     ``other``: same motion, the named pair flashing together, the same corner square."""
-    if "motion" in kind and (other.colour, other.shape, other.direction) != (
-            v.colour, v.shape, v.direction):
+    if "motion" in kind and _motion(other) != _motion(v):
         return False
     if "flash" in kind and frozenset(pair) not in {frozenset(p) for p in other.flashes}:
         return False
@@ -232,17 +235,30 @@ def plan(videos: int, seed: int, test_fraction: float = 0.2) -> list[SynthVideo]
         raise EercfError(f"test fraction must be between 0 and 1, got {test_fraction}")
     rng = np.random.default_rng(seed)
     n_test = max(1, round(videos * test_fraction))
+    # no two videos of a split share every attribute, so a split holds at most this many
+    distinct = (len(MAIN_COLOURS) * len(MAIN_SHAPES) * len(DIRECTIONS)
+                * math.prod(len(c) for c in _DETAIL_CHOICES.values()))
+    too_many = EercfError(f"--videos {videos}: a split of the synthetic benchmark holds at most "
+                          f"{distinct} distinct videos; use about "
+                          f"{int(0.95 * distinct / (1 - test_fraction))} or fewer")
+    if max(n_test, videos - n_test) > distinct:
+        raise too_many
     specs: list[dict] = []
     taken: dict[str, set[tuple]] = {"train": set(), "test": set()}
-    group = 0
+    group = n_test_now = idle = 0
     while len(specs) < videos:
-        split = "test" if sum(s["split"] == "test" for s in specs) < n_test else "train"
+        if idle > 1000:  # the split's last free attribute sets are too rare to draw
+            raise too_many
+        before = len(specs)
+        split = "test" if n_test_now < n_test else "train"
         motion = {"colour": _pick(rng, MAIN_COLOURS), "shape": _pick(rng, MAIN_SHAPES),
                   "direction": _pick(rng, DIRECTIONS)}
         size = min(int(rng.integers(3, 7)), videos - len(specs))
         for details in _group_details(rng, size, tuple(motion.values()), taken[split]):
             specs.append({"group": group, "split": split, **motion, **details})
+            n_test_now += split == "test"
         group += 1
+        idle = idle + 1 if len(specs) == before else 0
     order = rng.permutation(len(specs))
     out = []
     for index, spec_index in enumerate(order):
@@ -256,24 +272,40 @@ def plan(videos: int, seed: int, test_fraction: float = 0.2) -> list[SynthVideo]
     return _singled_out(out)
 
 
+# Every test caption names the motion, so only test videos of the same motion can also fit it.
 _TEST_KINDS = ("motion+flash", "motion+corner", "motion+flash+corner")
+
+
+def _test_by_motion(videos: list[SynthVideo]) -> dict[tuple, list[SynthVideo]]:
+    groups: dict[tuple, list[SynthVideo]] = {}
+    for v in videos:
+        if v.split == "test":
+            groups.setdefault(_motion(v), []).append(v)
+    return groups
+
+
+def _singles_out(v: SynthVideo, kind: str, pair: tuple[str, str] | None,
+                 same_motion: list[SynthVideo]) -> bool:
+    """Whether a test caption of ``kind`` about ``v`` (naming ``pair``) fits no other test
+    video (``same_motion``: the test videos of ``v``'s motion)."""
+    return not any(fits(o, v, kind, pair) for o in same_motion if o is not v)
 
 
 def _singled_out(videos: list[SynthVideo]) -> list[SynthVideo]:
     """Moves to the training split any test video that no test caption could single out
     (naming one flash pair can fit a video of another group that flashes the same pair)."""
     out = list(videos)
+    groups = _test_by_motion(out)
     for i, v in enumerate(out):
-        if v.split != "test":
-            continue
-        test = [o for o in out if o.split == "test" and o is not v]
-        if not any(not any(fits(o, v, kind, pair) for o in test)
-                   for kind in _TEST_KINDS for pair in v.flashes):
+        same_motion = groups.get(_motion(v), [])
+        if v.split == "test" and not any(_singles_out(v, kind, pair, same_motion)
+                                         for kind in _TEST_KINDS for pair in v.flashes):
+            same_motion.remove(v)
             out[i] = replace(v, split="train")
     return out
 
 
-def _test_caption(v: SynthVideo, others: list[SynthVideo], rng: np.random.Generator
+def _test_caption(v: SynthVideo, same_motion: list[SynthVideo], rng: np.random.Generator
                   ) -> tuple[str, tuple[str, str] | None]:
     """A caption kind naming ``v``'s motion (and, for a flash, which pair) that fits no other
     test video: mostly a flash pair, otherwise the corner, otherwise both."""
@@ -284,10 +316,9 @@ def _test_caption(v: SynthVideo, others: list[SynthVideo], rng: np.random.Genera
 
     first = ("motion+flash", "motion+corner") if rng.random() < 0.7 else (
         "motion+corner", "motion+flash")
-    kinds = first + _TEST_KINDS[2:]
-    for kind in kinds:
+    for kind in first + _TEST_KINDS[2:]:
         for pair in choices(kind):
-            if not any(fits(o, v, kind, pair) for o in others if o is not v):
+            if _singles_out(v, kind, pair, same_motion):
                 return kind, pair
     raise EercfError(f"synthetic test video {v.video_id} is indistinguishable from another")
 
@@ -297,11 +328,11 @@ def annotate(videos: list[SynthVideo], seed: int, captions_per_video: int = 8
     """Captions per video id as ``(kind, text)``: training videos cycle through
     ``TRAIN_KINDS`` from a random start; each test video gets one distinguishing caption."""
     rng = np.random.default_rng([seed, 1])
-    test = [v for v in videos if v.split == "test"]
+    groups = _test_by_motion(videos)
     out: dict[str, list[tuple[str, str]]] = {}
     for v in videos:
         if v.split == "test":
-            kind, pair = _test_caption(v, test, rng)
+            kind, pair = _test_caption(v, groups[_motion(v)], rng)
             out[v.video_id] = [(kind, caption(v, kind, rng, pair))]
         else:
             first = int(rng.integers(len(TRAIN_KINDS)))
