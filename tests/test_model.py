@@ -261,13 +261,21 @@ def test_encode_shapes_and_norms() -> None:
 
 
 def test_text_features_ignore_tokens_after_eot() -> None:
+    """A caption's feature is the same alone, padded to any length, in a batch with longer
+    captions, and with other tokens after its EOT (the causal mask hides them)."""
     torch.manual_seed(0)
     m = EERCF(small_config()).eval()
-    ids = torch.tensor([[98, 5, 7, 99, 0, 0, 0, 0]])
+    batch = torch.tensor([[98, 5, 99, 0, 0, 0, 0, 0], [98, 5, 7, 8, 9, 10, 99, 0]])
+    noisy = batch.clone()
+    noisy[0, 3:6] = torch.tensor([42, 17, 3])
     with torch.no_grad():
-        short = m.encode_text(ids[:, :4])
-        full = m.encode_text(ids)
-    torch.testing.assert_close(short, full, rtol=1e-5, atol=1e-6)
+        alone = m.encode_text(batch[:1, :3])
+        together = m.encode_text(batch)
+        with_noise = m.encode_text(noisy)
+        second = m.encode_text(batch[1:])
+    torch.testing.assert_close(together[0], alone[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(with_noise, together, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(together[1], second[0], rtol=1e-5, atol=1e-6)
 
 
 def test_temporal_block_initialised_from_text() -> None:

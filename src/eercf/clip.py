@@ -120,8 +120,13 @@ class CLIP(nn.Module):
         length = ids.shape[1]
         if length > self.context_length:
             raise ValueError(f"{length} tokens exceed the context length {self.context_length}")
+        # Under the causal mask no EOT sees the padding after it: run only up to the batch's
+        # last EOT (short captions padded to 32 tokens cost what their length costs).
+        eot_position = ids.argmax(dim=-1)
+        length = int(eot_position.max()) + 1
+        ids = ids[:, :length]
         x = self.token_embedding(ids) + self.positional_embedding[:length].to(self.token_embedding.weight.dtype)
         causal = torch.full((length, length), float("-inf"), device=ids.device).triu_(1)
         x = self.ln_final(self.transformer(x, attn_mask=causal.to(x.dtype)))
-        eot = x[torch.arange(ids.shape[0], device=ids.device), ids.argmax(dim=-1)]
+        eot = x[torch.arange(ids.shape[0], device=ids.device), eot_position]
         return eot @ self.text_projection
