@@ -84,6 +84,10 @@ def test_presets_and_overrides():
         load_train_config("tiny", overrides=["batch_size=0"])
     with pytest.raises(EercfError, match="grad_accum"):
         load_train_config("tiny", overrides=["batch_size=10", "grad_accum=3"])
+    with pytest.raises(EercfError, match="gate_anneal"):
+        load_train_config("tiny", overrides=["gate_anneal=1.5"])
+    with pytest.raises(EercfError, match="gate_temperature_start"):
+        load_train_config("tiny", overrides=["gate_temperature_start=0"])
 
 
 def test_config_file_over_preset(tmp_path: Path):
@@ -138,6 +142,18 @@ def test_run_folder(single_run: Path):
 
     model = eercf.load_model(single_run / "best")
     assert model.config["embed_dim"] == 32 and model.tokenizer is not None
+
+
+def test_gate_temperatures_start_warm_and_end_configured(single_run: Path):
+    """tiny's gates start at temperature 1 and decay geometrically to the configured 0.01 over
+    the first half of the 6 steps; what the run saves keeps the configured temperatures."""
+    logged = [r["frame_weak_temperature"] for r in steps(single_run)]
+    assert logged == pytest.approx([1.0, 0.01 ** (1 / 3), 0.01 ** (2 / 3), 0.01, 0.01, 0.01])
+    import eercf
+
+    model = eercf.load_model(single_run / "best")
+    assert model.temperatures.frame_weak == 0.01 and model.temperatures.patch == 0.01
+    assert model.temperatures.frame_strong == 0.1
 
 
 def test_gradient_accumulation_matches_one_batch(single_run: Path, data: Path, tmp_path: Path):

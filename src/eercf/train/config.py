@@ -123,6 +123,13 @@ def validate_config(cfg: dict[str, Any]) -> None:
     if cfg["similar_group"] > 1 and not cfg["caption_views"]:
         raise EercfError("similar_group > 1 needs caption_views > 0: with one item per caption, "
                          "a group of similar items would pair a video with itself")
+    start = cfg["gate_temperature_start"]
+    if start is not None and (not isinstance(start, (int, float)) or isinstance(start, bool)
+                              or start <= 0):
+        raise EercfError(f"gate_temperature_start must be null (off) or > 0, got {start!r}")
+    anneal = cfg["gate_anneal"]
+    if not isinstance(anneal, (int, float)) or isinstance(anneal, bool) or not 0 <= anneal <= 1:
+        raise EercfError(f"gate_anneal is a fraction of the steps (0 to 1), got {anneal!r}")
     if cfg["warmup"] >= 1:
         raise EercfError(f"warmup is a fraction of the steps (0 <= warmup < 1), got {cfg['warmup']}")
     if cfg["init"] not in ("scratch", "pretrained"):

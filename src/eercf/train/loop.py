@@ -18,8 +18,9 @@ import shutil
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from ..errors import EercfError
 from .distributed import (Distributed, all_gather_with_grad, average_gradients, barrier,
                           broadcast_object, close_distributed, init_distributed)
 from .optim import make_optimizer, make_scheduler
+
+if TYPE_CHECKING:
+    from ..similarity import Temperatures
 
 TRAINER_STATE = "trainer.pt"
 # Model settings a loaded checkpoint may change (the rest would not fit its weights).
@@ -307,7 +311,12 @@ class Trainer:
                 names = ", ".join(f["video_id"] for f in mb["failed"])
                 raise EercfError(f"training videos stopped decoding mid-run ({names}); "
                                  "a multi-process step needs every process's batch whole")
-        losses = self._backward(micro_batches)
+        final = self.model.temperatures
+        self.model.temperatures = gate = self._gate_temperatures(final)
+        try:
+            losses = self._backward(micro_batches)
+        finally:
+            self.model.temperatures = final
         average_gradients(self.params)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg["clip_grad"] or math.inf)
         self.optimizer.step()
@@ -317,7 +326,27 @@ class Trainer:
             self.model.clip.logit_scale.clamp_(max=math.log(self.cfg["max_logit_scale"]))
         out = {k: float(v.detach()) for k, v in losses.items()}
         out["grad_norm"] = float(grad_norm)
+        out["frame_weak_temperature"] = gate.frame_weak
         return out
+
+    def _gate_temperatures(self, final: "Temperatures") -> "Temperatures":
+        """The text-gated softmaxes' temperatures for this step. From scratch, a near-hard
+        max never picks a frame whose features the first steps left unlike every caption, so
+        what only such frames show is never learnt; starting warm (``gate_temperature_start``)
+        lets every frame take gradient, then each temperature decays geometrically to its
+        configured value over the first ``gate_anneal`` of the steps (checkpoints, validation
+        and retrieval use the configured values)."""
+        start, span = self.cfg["gate_temperature_start"], self.cfg["gate_anneal"]
+        done = self.step / (span * self.total_steps) if span else 1.0
+        if start is None or done >= 1.0:
+            return final
+
+        def warm(value: float) -> float:
+            high = max(start, value)
+            return high ** (1.0 - done) * value ** done
+
+        return replace(final, frame_weak=warm(final.frame_weak),
+                       frame_strong=warm(final.frame_strong), patch=warm(final.patch))
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict[str, Any]:
