@@ -1,7 +1,10 @@
-"""Whether a model's text gate finds brief content: for every test caption of the synthetic
-benchmark that names a flash, which of its own video's 12 frames the weak frame score picks
-(the arg-max of ``t . fn_i``), and whether that frame shows a flash, and the flash it names.
-Flash frames are found from the pixels (both halves of the screen in flash colours).
+"""Whether a model's text gate finds brief content: for every test video of the synthetic
+benchmark whose caption names a flash, which of its 12 frames the weak frame score picks (the
+arg-max of ``t . fn_i``), whether that frame shows a flash, and whether it shows the flash
+named; for two queries per video: its test caption (motion and flash, maybe the corner), and
+a flash-only caption like the training kind ``flash`` ("A and B flash together", for the pair
+of its first flash). Flash frames are found from the pixels (both halves of the screen in
+flash colours).
 
     python benchmarks/gate_probe.py SYNTH_FOLDER CHECKPOINT [CHECKPOINT ...]
 
@@ -45,29 +48,37 @@ def probe(checkpoint: str, data: Path) -> dict:
     model = eercf.load_model(checkpoint)
     records = load_dataset("msrvtt", data, "test")
     encoded = encode_records(model, records, progress=False)
-    kinds = {m["video_id"]: m["captions"][0]["kind"]
-             for m in json.loads((data / "synth.json").read_text())}
-    picked_flash = picked_named = queries = flash_frames = 0
+    meta = {m["video_id"]: m for m in json.loads((data / "synth.json").read_text())}
     by_id = {r.video_id: r for r in records}
+    counts = {query: {"flash": 0, "named": 0} for query in ("test_caption", "flash_only")}
+    videos = flash_frames = 0
     for caption, row in zip(encoded.captions, encoded.caption_video.tolist()):
-        video_id = encoded.video_ids[row]
-        if "flash" not in kinds[video_id]:
+        truth = meta[encoded.video_ids[row]]
+        if "flash" not in truth["captions"][0]["kind"]:
             continue
-        named = frozenset(w.strip(",;") for w in caption.split() if w.strip(",;") in synth.FLASH_COLOURS)
-        frames = flash_pairs(by_id[video_id].path, model.max_frames)
+        frames = flash_pairs(by_id[truth["video_id"]].path, model.max_frames)
+        videos += 1
         flash_frames += sum(f is not None for f in frames)
-        with torch.inference_mode():
-            text = model.encode_text(model.tokenize([caption]))[0]
-            scores = encoded.videos.frames[row] @ text
-        scores = scores.masked_fill(~encoded.videos.mask[row], float("-inf"))
-        best = int(scores.argmax())
-        queries += 1
-        picked_flash += frames[best] is not None
-        picked_named += frames[best] == named
-    return {"checkpoint": checkpoint, "flash_queries": queries,
-            "picked_a_flash_frame": round(100 * picked_flash / queries, 1),
-            "picked_the_named_flash": round(100 * picked_named / queries, 1),
-            "flash_frames_share": round(100 * flash_frames / (queries * model.max_frames), 1)}
+        first = synth.SynthVideo(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in truth.items()
+                                    if k in synth.SynthVideo.__dataclass_fields__}).flashes[0]
+        words = [w.strip(",;") for w in caption.split()]
+        queries = {"test_caption": (caption, frozenset(w for w in words if w in synth.FLASH_COLOURS)),
+                   "flash_only": (f"{first[0]} and {first[1]} flash together", frozenset(first))}
+        for query, (text, named) in queries.items():
+            with torch.inference_mode():
+                t = model.encode_text(model.tokenize([text]))[0]
+                scores = (encoded.videos.frames[row] @ t).masked_fill(
+                    ~encoded.videos.mask[row], float("-inf"))
+            best = frames[int(scores.argmax())]
+            counts[query]["flash"] += best is not None
+            counts[query]["named"] += best == named
+    out = {"checkpoint": checkpoint, "videos": videos,
+           "flash_frames_share": round(100 * flash_frames / (videos * model.max_frames), 1)}
+    for query, c in counts.items():
+        out[f"{query}: picked a flash frame"] = round(100 * c["flash"] / videos, 1)
+        out[f"{query}: picked the named flash"] = round(100 * c["named"] / videos, 1)
+    return out
 
 
 def main() -> None:
