@@ -100,6 +100,17 @@ def test_config_file_over_preset(tmp_path: Path):
         load_train_config(str(path))
 
 
+def test_resuming_a_run_from_before_warm_gates_keeps_cold_gates(tmp_path: Path, capsys):
+    from eercf.cli import main
+
+    saved = load_train_config("tiny")
+    del saved["gate_temperature_start"], saved["gate_anneal"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert main(["train", "--out", str(tmp_path), "--resume", "--show-config"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["gate_temperature_start"] is None and cfg["epochs"] == saved["epochs"]
+
+
 def test_param_groups_and_schedule():
     from eercf.config import get_model_config, merge
     from eercf.model import EERCF

@@ -58,7 +58,14 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if not saved.is_file():
             raise EercfError(f"--resume: {saved} not found (is {args.out} a training run?)")
-        config = config or str(saved)
+        if config is None:
+            config = str(saved)
+            try:
+                before_warm_gates = "gate_temperature_start" not in json.loads(saved.read_text())
+            except (OSError, ValueError):
+                before_warm_gates = False  # load_train_config names the unreadable file
+            if before_warm_gates:  # such a run trained with cold gates: it goes on so
+                overrides.insert(0, "gate_temperature_start=null")
     cfg = load_train_config(config, model, overrides)
     if args.show_config:
         print(json.dumps(cfg, indent=2))
