@@ -34,11 +34,8 @@ def main() -> None:
     args = parser.parse_args()
     model = eercf.load_model(args.checkpoint)
     encoded = encode_records(model, load_dataset("msrvtt", args.data, "test"), progress=False)
-    meta = {m["video_id"]: m for m in json.loads((args.data / "synth.json").read_text())}
-    fields = synth.SynthVideo.__dataclass_fields__
-    truth = {i: synth.SynthVideo(**{k: tuple(v) if isinstance(v, list) else v
-                                    for k, v in m.items() if k in fields})
-             for i, m in meta.items()}
+    meta = {m["video_id"]: m for m in synth.read_meta(args.data)}
+    truth = synth.read_truth(args.data)
     videos = [truth[i] for i in encoded.video_ids]
     with torch.inference_mode():
         sims = model.similarity(encoded.text, encoded.videos)

@@ -493,6 +493,23 @@ def make_synthetic(out: str | Path, videos: int = 1000, seed: int = 0, *, size: 
             "groups": len({v.group for v in specs}), "captions": dict(sorted(kinds.items()))}
 
 
+def read_meta(root: str | Path) -> list[dict]:
+    """``synth.json`` of the benchmark in ``root``: per video its attributes and captions."""
+    path = Path(root) / "synth.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise EercfError(f"{path}: not a synthetic benchmark ({err})") from None
+
+
+def read_truth(root: str | Path) -> dict[str, SynthVideo]:
+    """Every video of the benchmark in ``root`` as the :class:`SynthVideo` it was drawn from."""
+    fields = SynthVideo.__dataclass_fields__
+    return {m["video_id"]: SynthVideo(**{k: tuple(v) if isinstance(v, list) else v
+                                         for k, v in m.items() if k in fields})
+            for m in read_meta(root)}
+
+
 def contact_sheet(root: str | Path, png: str | Path, rows: int = 4, num_frames: int = 12,
                   scale: int = 2) -> Path:
     """Draw ``rows`` test videos of the benchmark in ``root`` (its ``num_frames`` uniformly
@@ -502,11 +519,7 @@ def contact_sheet(root: str | Path, png: str | Path, rows: int = 4, num_frames: 
     from .video import decode_clip
 
     root, png = Path(root), Path(png)
-    try:
-        meta = json.loads((root / "synth.json").read_text())
-    except (OSError, ValueError) as err:
-        raise EercfError(f"{root / 'synth.json'}: not a synthetic benchmark ({err})") from None
-    test = [m for m in meta if m["split"] == "test"]
+    test = [m for m in read_meta(root) if m["split"] == "test"]
     # one row per test caption kind first, so the sheet shows each kind
     picked: list[dict] = []
     for kind in ("motion+flash", "motion+corner", "motion+flash+corner"):
