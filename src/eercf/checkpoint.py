@@ -6,7 +6,6 @@ read from the tensor shapes where the file carries no config, as OpenAI's ``buil
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import re

@@ -50,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import EercfError
     from ..train import load_train_config
+    from ..train.config import resume_overrides
 
     overrides = [f"{key}={json.dumps(getattr(args, flag))}" for flag, key in FLAGS.items()
                  if getattr(args, flag) is not None] + list(args.overrides)
@@ -60,12 +61,7 @@ def run(args: argparse.Namespace) -> int:
             raise EercfError(f"--resume: {saved} not found (is {args.out} a training run?)")
         if config is None:
             config = str(saved)
-            try:
-                before_warm_gates = "gate_temperature_start" not in json.loads(saved.read_text())
-            except (OSError, ValueError):
-                before_warm_gates = False  # load_train_config names the unreadable file
-            if before_warm_gates:  # such a run trained with cold gates: it goes on so
-                overrides.insert(0, "gate_temperature_start=null")
+            overrides = resume_overrides(saved) + overrides
     cfg = load_train_config(config, model, overrides)
     if args.show_config:
         print(json.dumps(cfg, indent=2))
