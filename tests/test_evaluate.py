@@ -194,6 +194,25 @@ def test_eval_command_json(benchmark, capsys):
     assert f"{len(records)} videos, {n_captions} captions, 0 failed" in err
 
 
+def test_eval_command_shares_the_frame_cache(benchmark, capsys, tmp_path, monkeypatch):
+    """By default eval reads and writes the frame cache train uses; --no-cache writes none."""
+    from eercf.data.frames import default_cache_dir
+
+    data, checkpoint = benchmark
+    monkeypatch.setenv("EERCF_CACHE", str(tmp_path / "default"))
+    base = ["--checkpoint", checkpoint, "--data", data, "--workers", 0, "--modes", "video", "--json"]
+    assert run_cli(capsys, *base, "--no-cache")[0] == 0
+    assert not default_cache_dir().exists()
+    code, out, _ = run_cli(capsys, *base)
+    written = {p: p.stat().st_mtime_ns for p in default_cache_dir().rglob("*.safetensors")}
+    assert code == 0 and written
+    again = run_cli(capsys, *base)
+    assert again[0] == 0 and json.loads(again[1])["video"]["t2v"] == json.loads(out)["video"]["t2v"]
+    assert {p: p.stat().st_mtime_ns for p in default_cache_dir().rglob("*.safetensors")} == written
+    code, _, err = run_cli(capsys, *base, "--no-cache", "--cache-dir", tmp_path)
+    assert code != 0 and "contradict" in err
+
+
 def test_eval_command_fusion_weights(benchmark, capsys):
     data, checkpoint = benchmark
     base = ["--checkpoint", checkpoint, "--data", data, "--workers", 0, "--modes", "all_pairs",

@@ -42,7 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: the frame rate the run was trained with, else uniform)")
     p.add_argument("--batch-size", type=int, default=16, help="videos per encoding batch")
     p.add_argument("--workers", type=int, default=2, help="decoding worker processes")
-    p.add_argument("--cache-dir", default=None, help="pre-decoded frame cache folder")
+    p.add_argument("--cache-dir", default=None,
+                   help="decoded frame cache folder (default: the one eercf train uses, "
+                        "$EERCF_CACHE/frames or ~/.cache/eercf/frames)")
+    p.add_argument("--no-cache", action="store_true", help="decode every video, write no cache")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument("--bf16", action="store_true",
                    help="encode under bf16 autocast (GPU); an index must be built the same way "
@@ -106,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..checkpoint import load_model
     from ..data.datasets import load_dataset
+    from ..data.frames import default_cache_dir
     from ..evaluate import MODES, encode_records, score_modes
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -128,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
             sep = ""
         if not sep:
             raise EercfError(f"--weights {item!r}: expected LEVEL=NUMBER, e.g. patch_weak=0")
+    if args.no_cache and args.cache_dir:
+        raise EercfError("--cache-dir and --no-cache contradict each other: give one")
     data = Path(args.data)
     if not data.is_dir():
         raise EercfError(f"data folder {data} not found")
@@ -139,8 +145,9 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(checkpoint, device=device)
     fps, fps_source = (args.fps, None) if args.fps is not None else training_frame_rate(checkpoint)
     fps = fps or None  # 0 means uniform sampling
+    cache_dir = None if args.no_cache else (args.cache_dir or str(default_cache_dir()))
     encoded = encode_records(model, records, batch_size=args.batch_size, workers=args.workers,
-                             num_frames=args.frames, fps=fps, cache_dir=args.cache_dir,
+                             num_frames=args.frames, fps=fps, cache_dir=cache_dir,
                              dtype=torch.bfloat16 if args.bf16 else None)
     results = score_modes(model, encoded.text, encoded.caption_video, encoded.videos,
                           modes=modes, topk=args.topk, dual_softmax=args.dual_softmax,

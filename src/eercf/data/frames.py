@@ -24,6 +24,14 @@ from .video import DecodedClip
 CACHE_VERSION = 1
 
 
+def default_cache_dir() -> Path:
+    """Where decoded frames are kept between runs, shared by training and evaluation:
+    ``$EERCF_CACHE/frames``, else ``$XDG_CACHE_HOME/eercf/frames`` (``~/.cache/eercf/frames``)."""
+    root = os.environ.get("EERCF_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "eercf"
+    return Path(root) / "frames"
+
+
 class FrameCache:
     """Decoded clips on disk under ``root``; safe to share between DataLoader workers
     (writes are atomic renames, a damaged entry reads as a miss)."""

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import get_model_config, merge
+from ..data.frames import default_cache_dir
 from ..errors import EercfError
 from .distributed import (Distributed, all_gather_with_grad, average_gradients, barrier,
                           broadcast_object, close_distributed, init_distributed)
@@ -39,13 +40,6 @@ TRAINER_STATE = "trainer.pt"
 # Model settings a loaded checkpoint may change (the rest would not fit its weights).
 PRETRAINED_OVERRIDABLE = ("eercf",)
 PRETRAINED_FIXED_METHOD = ("max_frames", "temporal_layers", "max_words")
-
-
-def default_cache_dir() -> Path:
-    """Where decoded frames are kept between runs (``$EERCF_CACHE`` or ``~/.cache/eercf``)."""
-    root = os.environ.get("EERCF_CACHE") or Path(os.environ.get("XDG_CACHE_HOME",
-                                                                Path.home() / ".cache")) / "eercf"
-    return Path(root) / "frames"
 
 
 def _get(results: dict, dotted: str) -> float:
