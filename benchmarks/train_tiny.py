@@ -1,6 +1,6 @@
 """`tiny` trained from scratch on the synthetic benchmark with the default preset, and the
 ablations of issue 4: no TIB strong term, no Pearson term, no patch level (each trained the
-same way with one thing removed), gates at the paper's temperatures from the first step, and K = 10 / 50 / 100 re-ranked candidates (the default
+same way with one thing removed), warm text gates (one thing added), and K = 10 / 50 / 100 re-ranked candidates (the default
 run, evaluated again). Every run is the command a user would type; the figures are those of
 each run's *last* epoch (`checkpoints/epoch-N`), not of `best/`: `best/` is chosen on the
 same test split, which would favour whichever mode picked it.
@@ -30,7 +30,7 @@ ABLATIONS = {
                   "model_config.eercf.rerank.frame_strong=0"],
     "no_pearson": ["model_config.eercf.loss.pearson_weight=0"],
     "no_patch": ["model_config.eercf.loss.weak_patch=0", "model_config.eercf.rerank.patch_weak=0"],
-    "cold_gates": ["gate_temperature_start=null"],  # the paper's temperatures from step one
+    "warm_gates": ["gate_temperature_start=1.0"],  # docs/training.md
 }
 TOPK = (10, 50, 100)
 

@@ -50,7 +50,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import EercfError
     from ..train import load_train_config
-    from ..train.config import resume_overrides
 
     overrides = [f"{key}={json.dumps(getattr(args, flag))}" for flag, key in FLAGS.items()
                  if getattr(args, flag) is not None] + list(args.overrides)
@@ -59,9 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if not saved.is_file():
             raise EercfError(f"--resume: {saved} not found (is {args.out} a training run?)")
-        if config is None:
-            config = str(saved)
-            overrides = resume_overrides(saved) + overrides
+        config = config or str(saved)
     cfg = load_train_config(config, model, overrides)
     if args.show_config:
         print(json.dumps(cfg, indent=2))

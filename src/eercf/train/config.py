@@ -50,22 +50,6 @@ def read_config(path_or_preset: str) -> dict[str, Any]:
     return merge(base, own)
 
 
-# Settings added after runs had been saved without them, with the value those runs trained
-# with: a resumed run goes on as it started, not with a newer preset's default.
-ADDED_SETTINGS: dict[str, Any] = {"gate_temperature_start": None}
-
-
-def resume_overrides(saved: str | Path) -> list[str]:
-    """``key=value`` overrides restoring, for a run's saved ``config.json``, every setting of
-    ``ADDED_SETTINGS`` it lacks (an unreadable file is left to :func:`read_config` to report)."""
-    try:
-        own = json.loads(Path(saved).read_text())
-    except (OSError, ValueError):
-        return []
-    return [f"{key}={json.dumps(value)}" for key, value in ADDED_SETTINGS.items()
-            if isinstance(own, dict) and key not in own]
-
-
 def _check_keys(own: dict, base: dict, source: str) -> None:
     unknown = sorted(set(own) - set(base))
     if unknown:
