@@ -1,9 +1,9 @@
 """`tiny` trained from scratch on the synthetic benchmark with the default preset, and the
 ablations of issue 4: no TIB strong term, no Pearson term, no patch level (each trained the
-same way with one thing removed), warm text gates (one thing added), and K = 10 / 50 / 100 re-ranked candidates (the default
-run, evaluated again). Every run is the command a user would type; the figures are those of
-each run's *last* epoch (`checkpoints/epoch-N`), not of `best/`: `best/` is chosen on the
-same test split, which would favour whichever mode picked it.
+same way with one thing removed), warm text gates (one thing added), and K = 10 / 50 / 100
+re-ranked candidates (the default run, evaluated again). Every run is the command a user would
+type; the figures are those of each run's *last* epoch (`checkpoints/epoch-N`), not of
+`best/`: `best/` is chosen on the same test split, which would favour whichever mode picked it.
 
     python benchmarks/train_tiny.py --work /tmp/tiny [--seed 0] [--runs default,no_strong,...]
 

@@ -40,7 +40,7 @@ def data(tmp_path_factory) -> Path:
     from eercf.data.synth import make_synthetic
 
     out = tmp_path_factory.mktemp("train") / "synth"
-    make_synthetic(out, videos=16, seed=0, size=32, progress=False)  # 12 train, 4 test
+    make_synthetic(out, videos=16, seed=0, size=32, progress=False)  # 13 train, 3 test
     return out
 
 
@@ -170,7 +170,7 @@ def test_caption_pairs_mode_and_accumulation(single_run: Path, data: Path, tmp_p
         train(micro_config(data, cache, caption_views=0, batch_size=8, epochs=1, grad_accum=accum),
               tmp_path / name, progress=False)
     one = steps(tmp_path / "one")
-    assert len(one) == 12 * 8 // 8  # 12 training videos with 8 captions each
+    assert len(one) == 13 * 8 // 8  # 13 training videos with 8 captions each
     assert_same_curve(one, steps(tmp_path / "two"), 4, rtol=1e-4)
 
 

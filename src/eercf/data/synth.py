@@ -1,17 +1,19 @@
 """A synthetic text-video benchmark in MSR-VTT layout, built so that every level of EERCF matters.
 
-Each video shows a large shape moving across a dark background, with a fading trail behind it
-(the *motion*, in every frame); two brief *flashes*, one early and one late, in which the
-screen splits into two halves of different colours for 1/8 of the clip (one or two of 12
-uniformly sampled frames); and a small square in one corner (inside one patch of the ``tiny``
-model's 4x4 grid). Videos of a group flash the same four colours: only which two flash
-*together* tells them apart. The video-level vector averages the frames, which mixes the two
-moments, so it cannot see the pairing from colour alone; a single frame can. Videos come in
-groups that share the motion and differ in the pairing or the corner square (hard negatives).
+Each video has two shots and an overlay. The *main* shot, most of the clip, shows a large shape
+moving across a dark background with a fading trail behind it (the *motion*). The *flash* is a
+cut, for 1/8 of the clip (one or two of 12 uniformly sampled frames), to a bright background of
+one colour where another shape moves. A small square sits in one corner throughout (the
+*corner*, inside one patch of the ``tiny`` model's 4x4 grid). Both shots draw their shapes,
+colours and directions from the same vocabulary, so a caption about the flash ("the screen
+flashes yellow as a blue square moves up") also partly fits videos whose *main* shot shows
+a blue square moving up. The video-level vector averages the frames: the main shot outweighs
+the flash five to one and mixes its attributes in, so it confuses the two; one frame of the
+flash holds the whole caption, which is what the frame level's near-max over frames finds.
 Training videos carry captions of every kind (motion, flash, corner and their combinations,
-worded from templates with synonyms); each test video has one caption naming its motion and
-the detail that tells it apart from every other test video: stage 1 recalls the right group,
-stage 2 must pick the right member.
+worded from templates with synonyms); each test video has one caption that fits no other test
+video, naming what one moment shows: its flash (with the corner if needed), or its motion and
+corner. Test videos come in groups whose flashes differ in one attribute (hard negatives).
 """
 from __future__ import annotations
 
@@ -27,39 +29,31 @@ from ..errors import EercfError
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (225, 35, 35), "blue": (50, 90, 235), "white": (240, 240, 240),
-    "yellow": (245, 220, 30), "green": (40, 200, 60), "cyan": (0, 210, 230),
+    "green": (40, 190, 60), "yellow": (245, 220, 30), "cyan": (0, 210, 230),
     "pink": (245, 110, 190), "orange": (255, 140, 0), "purple": (150, 60, 220),
     "grey": (140, 140, 140),
 }
-# Each object has its own palette, so a colour word says which object it is about.
-MAIN_COLOURS = ("red", "blue", "white")
-FLASH_COLOURS = ("yellow", "green", "cyan", "pink", "orange")  # four of them in each video
+# Shapes in either shot take these colours; the flash's background, and the corner square,
+# have their own palettes.
+SHAPE_COLOURS = ("red", "blue", "white", "green")
+FLASH_COLOURS = ("yellow", "cyan", "pink", "orange")
 CORNER_COLOURS = ("purple", "grey")
-
-
-def _pairings() -> tuple[tuple[tuple[str, str], tuple[str, str]], ...]:
-    """Every way to flash four of the flash colours as two pairs (5 choices x 3 pairings)."""
-    out = []
-    for missing in FLASH_COLOURS:
-        a, b, c, d = (colour for colour in FLASH_COLOURS if colour != missing)
-        out += [((a, b), (c, d)), ((a, c), (b, d)), ((a, d), (b, c))]
-    return tuple(out)
-
-
-PAIRINGS = _pairings()
-MAIN_SHAPES = ("circle", "square", "triangle")
-DIRECTIONS = ("left", "right")
+SHAPES = ("circle", "square", "triangle", "star")
+DIRECTIONS = ("left", "right", "up", "down")
 CORNERS = ("top left", "top right", "bottom left", "bottom right")
 
 SHAPE_WORDS = {
     "circle": ("circle", "disc", "ball", "round shape"),
     "square": ("square", "box", "block", "square shape"),
     "triangle": ("triangle", "triangle", "triangular shape", "wedge"),
+    "star": ("star", "star", "star shape", "star figure"),
 }
 # Each phrase names its direction once (never "from right to left").
 DIRECTION_WORDS = {
     "left": ("moves left", "slides to the left", "travels leftward", "heads left"),
     "right": ("moves right", "slides to the right", "travels rightward", "heads right"),
+    "up": ("moves up", "rises", "travels upward", "heads up"),
+    "down": ("moves down", "falls", "travels downward", "heads down"),
 }
 CORNER_WORDS = {
     "top left": ("top left", "upper left", "top-left"),
@@ -70,25 +64,24 @@ CORNER_WORDS = {
 MOTION_TEMPLATES = ("a {colour} {shape} {moves}", "the {colour} {shape} {moves}",
                     "{a_colour} {shape} {moves} across the screen",
                     "a video where a {colour} {shape} {moves}")
-FLASH_TEMPLATES = ("the screen flashes {a} and {b}",
-                   "for a moment the screen turns {a} and {b}",
-                   "{an_a} and {b} flash fills the screen",
-                   "the screen splits into {a} and {b} for an instant",
-                   "{a} and {b} flash together")
+FLASH_TEMPLATES = ("the screen flashes {bg} as {a_colour} {shape} {moves}",
+                   "for a moment {a_colour} {shape} {moves} on {a_bg} background",
+                   "a quick cut to {a_bg} scene where {a_colour} {shape} {moves}",
+                   "briefly the screen turns {bg} and {a_colour} {shape} {moves}")
 CORNER_OBJECTS = ("a small {colour} square in the {corner} corner",
                   "a tiny {colour} square at the {corner} corner",
                   "a little {colour} box in the {corner} corner",
                   "a small {colour} patch in the {corner} corner")
 CORNER_TEMPLATES = ("{object}", "there is {object}", "{object} stays still",
                     "{object} does not move")
-JOINERS = (" while ", " and ", ", and ", " as ")
+FLASH_JOINERS = (", then ", " and then ", "; later ", ", until ")
 CORNER_JOINERS = (" with ", ", and there is ", "; there is also ", " next to ")
 
-# Training captions cycle through this list (from a random start): the flashes, hardest to
-# learn, come up most.
-TRAIN_KINDS = ("flash", "motion+flash", "corner", "motion+corner", "flash", "motion+flash",
-               "motion", "motion+flash+corner")
-CAPTION_KINDS = ("motion", "flash", "corner", "motion+flash", "motion+corner",
+# Training captions cycle through this list (from a random start): the flash, seen least,
+# comes up most.
+TRAIN_KINDS = ("flash", "motion+flash", "corner", "motion+corner", "flash", "flash+corner",
+               "motion", "flash")
+CAPTION_KINDS = ("motion", "flash", "corner", "motion+flash", "motion+corner", "flash+corner",
                  "motion+flash+corner")
 
 
@@ -99,24 +92,29 @@ class SynthVideo:
     video_id: str
     split: str
     group: int
-    colour: str
+    colour: str          # the main shot
     shape: str
     direction: str
-    pairing: int         # index into PAIRINGS
+    flash_background: str  # the flash
+    flash_colour: str
+    flash_shape: str
+    flash_direction: str
     corner_colour: str
     corner: str
     fps: int
     seconds: float
     background: tuple[int, int, int]
-    lane: float          # position across the motion, as a fraction of the frame
-    flash_order: int     # which pair of the pairing flashes first (0 or 1)
-    flash_starts: tuple[float, float]  # fractions of the duration, early then late
+    lane: float          # where each shot's shape crosses, as a fraction of the frame
+    flash_lane: float
+    flash_start: float   # fraction of the duration
 
     @property
-    def flashes(self) -> tuple[tuple[str, str], tuple[str, str]]:
-        """The colour pairs in the order they flash."""
-        pairs = PAIRINGS[self.pairing]
-        return (pairs[self.flash_order], pairs[1 - self.flash_order])
+    def motion(self) -> tuple[str, str, str]:
+        return self.colour, self.shape, self.direction
+
+    @property
+    def flash(self) -> tuple[str, str, str, str]:
+        return self.flash_background, self.flash_colour, self.flash_shape, self.flash_direction
 
 
 def _pick(rng: np.random.Generator, options):
@@ -127,16 +125,20 @@ def _article(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
+def _mover_words(colour: str, shape: str, direction: str, rng: np.random.Generator) -> dict:
+    return {"colour": colour, "a_colour": _article(colour),
+            "shape": _pick(rng, SHAPE_WORDS[shape]),
+            "moves": _pick(rng, DIRECTION_WORDS[direction])}
+
+
 def _motion_phrase(v: SynthVideo, rng: np.random.Generator) -> str:
-    colour, shape = v.colour, _pick(rng, SHAPE_WORDS[v.shape])
-    return _pick(rng, MOTION_TEMPLATES).format(
-        colour=colour, shape=shape, moves=_pick(rng, DIRECTION_WORDS[v.direction]),
-        a_colour=_article(colour))
+    return _pick(rng, MOTION_TEMPLATES).format(**_mover_words(*v.motion, rng))
 
 
-def _flash_phrase(pair: tuple[str, str], rng: np.random.Generator) -> str:
-    a, b = pair if rng.integers(2) else pair[::-1]
-    return _pick(rng, FLASH_TEMPLATES).format(a=a, b=b, an_a=_article(a))
+def _flash_phrase(v: SynthVideo, rng: np.random.Generator) -> str:
+    return _pick(rng, FLASH_TEMPLATES).format(
+        bg=v.flash_background, a_bg=_article(v.flash_background),
+        **_mover_words(v.flash_colour, v.flash_shape, v.flash_direction, rng))
 
 
 def _corner_object(v: SynthVideo, rng: np.random.Generator) -> str:
@@ -144,17 +146,15 @@ def _corner_object(v: SynthVideo, rng: np.random.Generator) -> str:
         colour=v.corner_colour, corner=_pick(rng, CORNER_WORDS[v.corner]))
 
 
-def caption(v: SynthVideo, kind: str, rng: np.random.Generator,
-            pair: tuple[str, str] | None = None) -> str:
-    """One caption of ``kind`` (see ``CAPTION_KINDS``) for ``v``, worded at random; a flash
-    caption names ``pair`` (one of the two pairs that flashed together; default: either)."""
+def caption(v: SynthVideo, kind: str, rng: np.random.Generator) -> str:
+    """One caption of ``kind`` (see ``CAPTION_KINDS``) for ``v``, worded at random."""
     parts = kind.split("+")
     text = ""
     if "motion" in parts:
         text = _motion_phrase(v, rng)
     if "flash" in parts:
-        flash = _flash_phrase(pair or _pick(rng, v.flashes), rng)
-        text = text + _pick(rng, JOINERS) + flash if text else flash
+        flash = _flash_phrase(v, rng)
+        text = text + _pick(rng, FLASH_JOINERS) + flash if text else flash
     if "corner" in parts:
         corner = _corner_object(v, rng)
         text = (text + _pick(rng, CORNER_JOINERS) + corner if text
@@ -162,69 +162,61 @@ def caption(v: SynthVideo, kind: str, rng: np.random.Generator,
     return text
 
 
-def _motion(v: SynthVideo) -> tuple[str, str, str]:
-    return v.colour, v.shape, v.direction
+def fits(other: SynthVideo, v: SynthVideo, kind: str) -> bool:
+    """Whether a caption of ``kind`` about ``v`` is true of ``other``: the same main motion,
+    the same flash (background, colour, shape and direction), the same corner square."""
+    parts = kind.split("+")
+    return (("motion" not in parts or other.motion == v.motion)
+            and ("flash" not in parts or other.flash == v.flash)
+            and ("corner" not in parts or (other.corner_colour, other.corner)
+                 == (v.corner_colour, v.corner)))
 
 
-def fits(other: SynthVideo, v: SynthVideo, kind: str, pair: tuple[str, str] | None = None) -> bool:
-    """Whether a caption of ``kind`` about ``v`` (naming ``pair`` if a flash one) is true of
-    ``other``: same motion, the named pair flashing together, the same corner square."""
-    if "motion" in kind and _motion(other) != _motion(v):
-        return False
-    if "flash" in kind and frozenset(pair) not in {frozenset(p) for p in other.flashes}:
-        return False
-    if "corner" in kind and (other.corner_colour, other.corner) != (v.corner_colour, v.corner):
-        return False
-    return True
+_FLASH_CHOICES = {"flash_background": FLASH_COLOURS, "flash_colour": SHAPE_COLOURS,
+                  "flash_shape": SHAPES, "flash_direction": DIRECTIONS}
 
 
-_DETAIL_CHOICES = {"pairing": tuple(range(len(PAIRINGS))), "corner_colour": CORNER_COLOURS,
-                   "corner": CORNERS}
-# How often a hard negative changes each attribute: mostly how the same four colours pair up.
-_CHANGE_WEIGHTS = {"pairing": 0.6, "corner_colour": 0.2, "corner": 0.2}
+def _random_flash(rng: np.random.Generator) -> dict:
+    return {name: _pick(rng, choices) for name, choices in _FLASH_CHOICES.items()}
 
 
-def _repaired(pairing: int, rng: np.random.Generator) -> int:
-    """Another pairing of the same four colours."""
-    first = pairing - pairing % 3
-    return first + (pairing % 3 + 1 + int(rng.integers(2))) % 3
+def _group_flashes(rng: np.random.Generator, size: int, taken: set[tuple],
+                   new_flash: bool) -> list[dict]:
+    """A base flash, then members that each change one of its attributes (hard negatives),
+    each with a corner square. No two videos in ``taken`` (the test split's) share a flash
+    when ``new_flash``, else a flash and a corner."""
+    def key(member: dict) -> tuple:
+        flash = tuple(member[name] for name in _FLASH_CHOICES)
+        return flash if new_flash else flash + (member["corner_colour"], member["corner"])
 
+    def corner() -> dict:
+        return {"corner_colour": _pick(rng, CORNER_COLOURS), "corner": _pick(rng, CORNERS)}
 
-def _details(rng: np.random.Generator) -> dict:
-    return {name: _pick(rng, choices) for name, choices in _DETAIL_CHOICES.items()}
-
-
-def _group_details(rng: np.random.Generator, size: int, motion: tuple,
-                   taken: set[tuple]) -> list[dict]:
-    """A base detail set, then members that each change one attribute of it (hard negatives);
-    no two videos of a split get the same attributes (``taken`` holds those used)."""
     for _ in range(100):
-        base = _details(rng)
-        if motion + tuple(base.values()) not in taken:
+        base = dict(_random_flash(rng), **corner())
+        if key(base) not in taken:
             break
     else:
         return []
     members = [base]
-    taken.add(motion + tuple(base.values()))
-    attrs = tuple(_CHANGE_WEIGHTS)
-    weights = np.array([_CHANGE_WEIGHTS[a] for a in attrs])
+    taken.add(key(base))
     for _ in range(50 * size):
         if len(members) == size:
             break
-        attr = attrs[int(rng.choice(len(attrs), p=weights))]
-        value = (_repaired(base["pairing"], rng) if attr == "pairing"
-                 else _pick(rng, _DETAIL_CHOICES[attr]))
-        member = dict(base, **{attr: value})
-        if motion + tuple(member.values()) not in taken:
+        name = _pick(rng, tuple(_FLASH_CHOICES))
+        member = dict(base, **{name: _pick(rng, _FLASH_CHOICES[name])}, **corner())
+        if key(member) not in taken:
             members.append(member)
-            taken.add(motion + tuple(member.values()))
+            taken.add(key(member))
     return members
 
 
-# Each flash lasts 1.5 sampling intervals of 12 uniform frames: always in one or two of them.
+# The flash lasts 1.5 sampling intervals of 12 uniform frames: always in one or two of them.
 FLASH_FRACTION = 1.5 / 12
-# When each flash may start (fractions of the duration): one early, one late, never together.
-FLASH_WINDOWS = ((0.08, 0.35), (0.55, 0.87 - FLASH_FRACTION))
+FLASH_WINDOW = (0.2, 0.8 - FLASH_FRACTION)  # when it may start, as fractions of the duration
+_FLASHES = math.prod(len(c) for c in _FLASH_CHOICES.values())
+# A test split needs a distinct flash, or flash and corner, per video.
+_TEST_CAPACITY = int(0.9 * _FLASHES * len(CORNER_COLOURS) * len(CORNERS))
 
 
 def plan(videos: int, seed: int, test_fraction: float = 0.2) -> list[SynthVideo]:
@@ -235,91 +227,67 @@ def plan(videos: int, seed: int, test_fraction: float = 0.2) -> list[SynthVideo]
         raise EercfError(f"test fraction must be between 0 and 1, got {test_fraction}")
     rng = np.random.default_rng(seed)
     n_test = max(1, round(videos * test_fraction))
-    # no two videos of a split share every attribute, so a split holds at most this many
-    distinct = (len(MAIN_COLOURS) * len(MAIN_SHAPES) * len(DIRECTIONS)
-                * math.prod(len(c) for c in _DETAIL_CHOICES.values()))
-    too_many = EercfError(f"--videos {videos}: a split of the synthetic benchmark holds at most "
-                          f"{distinct} distinct videos; use about "
-                          f"{int(0.95 * distinct / (1 - test_fraction))} or fewer")
-    if max(n_test, videos - n_test) > distinct:
-        raise too_many
+    if n_test > _TEST_CAPACITY:
+        raise EercfError(
+            f"--videos {videos}: the synthetic benchmark's test split holds at most "
+            f"{_TEST_CAPACITY} videos; use about {int(_TEST_CAPACITY / test_fraction)} or fewer")
+    # a test caption naming the flash alone singles a video out while flashes are not reused
+    new_flash = n_test <= 0.8 * _FLASHES
     specs: list[dict] = []
     taken: dict[str, set[tuple]] = {"train": set(), "test": set()}
-    group = n_test_now = idle = 0
+    group = n_test_now = 0
     while len(specs) < videos:
-        if idle > 1000:  # the split's last free attribute sets are too rare to draw
-            raise too_many
-        before = len(specs)
         split = "test" if n_test_now < n_test else "train"
-        motion = {"colour": _pick(rng, MAIN_COLOURS), "shape": _pick(rng, MAIN_SHAPES),
-                  "direction": _pick(rng, DIRECTIONS)}
         size = min(int(rng.integers(3, 7)), videos - len(specs))
-        for details in _group_details(rng, size, tuple(motion.values()), taken[split]):
+        if split == "test":
+            size = min(size, n_test - n_test_now)
+        else:  # training videos may share a flash
+            taken["train"].clear()
+        for details in _group_flashes(rng, size, taken[split], new_flash):
+            motion = {"colour": _pick(rng, SHAPE_COLOURS), "shape": _pick(rng, SHAPES),
+                      "direction": _pick(rng, DIRECTIONS)}
             specs.append({"group": group, "split": split, **motion, **details})
             n_test_now += split == "test"
         group += 1
-        idle = idle + 1 if len(specs) == before else 0
     order = rng.permutation(len(specs))
     out = []
     for index, spec_index in enumerate(order):
         background = tuple(int(c) for c in rng.integers(10, 55, size=3))
-        starts = tuple(float(rng.uniform(lo, hi)) for lo, hi in FLASH_WINDOWS)
         out.append(SynthVideo(
             video_id=f"video{index}", fps=int(rng.integers(8, 13)),
             seconds=float(np.round(rng.uniform(4.0, 8.0), 2)), background=background,
-            lane=float(rng.uniform(0.38, 0.62)), flash_order=int(rng.integers(2)),
-            flash_starts=starts, **specs[spec_index]))
+            lane=float(rng.uniform(0.38, 0.62)), flash_lane=float(rng.uniform(0.38, 0.62)),
+            flash_start=float(rng.uniform(*FLASH_WINDOW)), **specs[spec_index]))
     return _singled_out(out)
 
 
-# Every test caption names the motion, so only test videos of the same motion can also fit it.
-_TEST_KINDS = ("motion+flash", "motion+corner", "motion+flash+corner")
+# What a test caption may name: each is visible whole in one frame (the corner is in all).
+_TEST_KINDS = ("flash", "flash+corner", "motion+corner")
 
 
-def _test_by_motion(videos: list[SynthVideo]) -> dict[tuple, list[SynthVideo]]:
-    groups: dict[tuple, list[SynthVideo]] = {}
-    for v in videos:
-        if v.split == "test":
-            groups.setdefault(_motion(v), []).append(v)
-    return groups
-
-
-def _singles_out(v: SynthVideo, kind: str, pair: tuple[str, str] | None,
-                 same_motion: list[SynthVideo]) -> bool:
-    """Whether a test caption of ``kind`` about ``v`` (naming ``pair``) fits no other test
-    video (``same_motion``: the test videos of ``v``'s motion)."""
-    return not any(fits(o, v, kind, pair) for o in same_motion if o is not v)
+def _singles_out(v: SynthVideo, kind: str, test: list[SynthVideo]) -> bool:
+    """Whether a test caption of ``kind`` about ``v`` fits no other test video."""
+    return not any(fits(o, v, kind) for o in test if o is not v)
 
 
 def _singled_out(videos: list[SynthVideo]) -> list[SynthVideo]:
-    """Moves to the training split any test video that no test caption could single out
-    (naming one flash pair can fit a video of another group that flashes the same pair)."""
+    """Moves to the training split any test video that no test caption could single out."""
     out = list(videos)
-    groups = _test_by_motion(out)
+    test = [v for v in out if v.split == "test"]
     for i, v in enumerate(out):
-        same_motion = groups.get(_motion(v), [])
-        if v.split == "test" and not any(_singles_out(v, kind, pair, same_motion)
-                                         for kind in _TEST_KINDS for pair in v.flashes):
-            same_motion.remove(v)
+        if v.split == "test" and not any(_singles_out(v, kind, test) for kind in _TEST_KINDS):
+            test.remove(v)
             out[i] = replace(v, split="train")
     return out
 
 
-def _test_caption(v: SynthVideo, same_motion: list[SynthVideo], rng: np.random.Generator
-                  ) -> tuple[str, tuple[str, str] | None]:
-    """A caption kind naming ``v``'s motion (and, for a flash, which pair) that fits no other
-    test video: mostly a flash pair, otherwise the corner, otherwise both."""
-    def choices(kind: str) -> list:
-        if "flash" not in kind:
-            return [None]
-        return [v.flashes[i] for i in rng.permutation(2)]
-
-    first = ("motion+flash", "motion+corner") if rng.random() < 0.7 else (
-        "motion+corner", "motion+flash")
-    for kind in first + _TEST_KINDS[2:]:
-        for pair in choices(kind):
-            if _singles_out(v, kind, pair, same_motion):
-                return kind, pair
+def _test_kind(v: SynthVideo, test: list[SynthVideo], rng: np.random.Generator) -> str:
+    """A caption kind that fits no other test video: mostly the flash, a quarter of the time
+    the motion and the corner."""
+    order = _TEST_KINDS if rng.random() < 0.75 else _TEST_KINDS[::-1]
+    for kind in order:
+        if _singles_out(v, kind, test):
+            return kind
     raise EercfError(f"synthetic test video {v.video_id} is indistinguishable from another")
 
 
@@ -328,12 +296,12 @@ def annotate(videos: list[SynthVideo], seed: int, captions_per_video: int = 8
     """Captions per video id as ``(kind, text)``: training videos cycle through
     ``TRAIN_KINDS`` from a random start; each test video gets one distinguishing caption."""
     rng = np.random.default_rng([seed, 1])
-    groups = _test_by_motion(videos)
+    test = [v for v in videos if v.split == "test"]
     out: dict[str, list[tuple[str, str]]] = {}
     for v in videos:
         if v.split == "test":
-            kind, pair = _test_caption(v, groups[_motion(v)], rng)
-            out[v.video_id] = [(kind, caption(v, kind, rng, pair))]
+            kind = _test_kind(v, test, rng)
+            out[v.video_id] = [(kind, caption(v, kind, rng))]
         else:
             first = int(rng.integers(len(TRAIN_KINDS)))
             kinds = [TRAIN_KINDS[(first + i) % len(TRAIN_KINDS)]
@@ -347,8 +315,8 @@ def _polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, flo
         return [(cx + r * math.cos(a), cy - r * math.sin(a))
                 for a in (math.pi / 2, math.pi * 7 / 6, math.pi * 11 / 6)]
     if kind == "star":
-        return [(cx + (r if i % 2 == 0 else 0.45 * r) * math.cos(math.pi / 2 + i * math.pi / 5),
-                 cy - (r if i % 2 == 0 else 0.45 * r) * math.sin(math.pi / 2 + i * math.pi / 5))
+        return [(cx + (r if i % 2 == 0 else 0.5 * r) * math.cos(math.pi / 2 + i * math.pi / 5),
+                 cy - (r if i % 2 == 0 else 0.5 * r) * math.sin(math.pi / 2 + i * math.pi / 5))
                 for i in range(10)]
     raise ValueError(kind)
 
@@ -362,21 +330,34 @@ def _draw(draw, kind: str, cx: float, cy: float, r: float, colour: tuple[int, in
         draw.polygon(_polygon(kind, cx, cy, r), fill=colour)
 
 
-MAIN_RADIUS, CORNER_SIZE, CORNER_MARGIN = 0.15, 0.19, 0.03
-# The moving shape leaves a fading trail (distance behind it in radii, opacity), like motion
+SHAPE_RADIUS, CORNER_SIZE, CORNER_MARGIN = 0.15, 0.19, 0.03
+# A moving shape leaves a fading trail (distance behind it in radii, opacity), like motion
 # blur: each frame shows which way it goes, as in real footage of something moving.
 TRAIL = ((3.3, 0.2), (2.2, 0.4), (1.1, 0.65))
-_HEADING = {"right": 1, "left": -1}
+_HEADING = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
 
 
 def frame_count(v: SynthVideo) -> int:
     return max(1, round(v.seconds * v.fps))
 
 
-def flash_halves(v: SynthVideo, event: int) -> tuple[tuple[str, str], tuple[str, str]]:
-    """Which colour fills which half of the screen during flash ``event``."""
-    a, b = v.flashes[event]
-    return ("left", a), ("right", b)
+def in_flash(v: SynthVideo, progress: float) -> bool:
+    """Whether the flash shows at ``progress`` (a fraction of the duration)."""
+    return v.flash_start <= progress < v.flash_start + FLASH_FRACTION
+
+
+def _draw_mover(draw, size: int, progress: float, shape: str, colour: str, direction: str,
+           lane: float, background: tuple[int, int, int]) -> None:
+    """A shape crossing the frame along ``lane``, with its trail."""
+    lo, hi = 0.22 * size, 0.78 * size
+    dx, dy = _HEADING[direction]
+    travel = lo + (hi - lo) * (progress if dx + dy > 0 else 1 - progress)
+    x, y = (travel, lane * size) if dx else (lane * size, travel)
+    radius = SHAPE_RADIUS * size
+    for behind, opacity in TRAIL:
+        ghost = tuple(round(b + opacity * (c - b)) for c, b in zip(COLOURS[colour], background))
+        _draw(draw, shape, x - dx * behind * radius, y - dy * behind * radius, radius, ghost)
+    _draw(draw, shape, x, y, radius, COLOURS[colour])
 
 
 def render(v: SynthVideo, size: int):
@@ -384,33 +365,24 @@ def render(v: SynthVideo, size: int):
     from PIL import Image, ImageDraw
 
     n = frame_count(v)
-    lo, hi = 0.22 * size, 0.78 * size
-    lane = v.lane * size
     c0 = CORNER_MARGIN * size
     c1 = size - c0 - CORNER_SIZE * size
     corner_x = c0 if "left" in v.corner else c1
     corner_y = c0 if "top" in v.corner else c1
-    radius = MAIN_RADIUS * size
-    heading = _HEADING[v.direction]
-    trail = [(behind, tuple(round(b + opacity * (c - b))
-                            for c, b in zip(COLOURS[v.colour], v.background)))
-             for behind, opacity in TRAIL]
+    flash_background = COLOURS[v.flash_background]
     for k in range(n):
         progress = (k + 0.5) / n
-        x = lo + (hi - lo) * (progress if heading > 0 else 1 - progress)
-        y = lane
-        image = Image.new("RGB", (size, size), v.background)
-        draw = ImageDraw.Draw(image)
-        for behind, ghost in trail:
-            _draw(draw, v.shape, x - heading * behind * radius, y, radius, ghost)
-        _draw(draw, v.shape, x, y, radius, COLOURS[v.colour])
-        for event, start in enumerate(v.flash_starts):
-            if start <= progress < start + FLASH_FRACTION:
-                for side, colour in flash_halves(v, event):
-                    x0 = 0 if side == "left" else size // 2
-                    draw.rectangle([x0, 0, x0 + size // 2 - 1, size - 1], fill=COLOURS[colour])
-        draw.rectangle([corner_x, corner_y, corner_x + CORNER_SIZE * size - 1,
-                        corner_y + CORNER_SIZE * size - 1], fill=COLOURS[v.corner_colour])
+        if in_flash(v, progress):
+            image = Image.new("RGB", (size, size), flash_background)
+            _draw_mover(ImageDraw.Draw(image), size, progress, v.flash_shape, v.flash_colour,
+                   v.flash_direction, v.flash_lane, flash_background)
+        else:
+            image = Image.new("RGB", (size, size), v.background)
+            _draw_mover(ImageDraw.Draw(image), size, progress, v.shape, v.colour, v.direction,
+                   v.lane, v.background)
+        ImageDraw.Draw(image).rectangle(
+            [corner_x, corner_y, corner_x + CORNER_SIZE * size - 1,
+             corner_y + CORNER_SIZE * size - 1], fill=COLOURS[v.corner_colour])
         yield np.asarray(image)
 
 
@@ -522,7 +494,7 @@ def contact_sheet(root: str | Path, png: str | Path, rows: int = 4, num_frames: 
     test = [m for m in read_meta(root) if m["split"] == "test"]
     # one row per test caption kind first, so the sheet shows each kind
     picked: list[dict] = []
-    for kind in ("motion+flash", "motion+corner", "motion+flash+corner"):
+    for kind in _TEST_KINDS:
         picked += [m for m in test if m["captions"][0]["kind"] == kind][:1]
     picked += [m for m in test if m not in picked][: max(0, rows - len(picked))]
     picked = picked[:rows]
