@@ -30,16 +30,17 @@ from ..errors import EercfError
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (225, 35, 35), "blue": (50, 90, 235), "white": (240, 240, 240),
     "green": (40, 190, 60), "yellow": (245, 220, 30), "cyan": (0, 210, 230),
-    "pink": (245, 110, 190), "orange": (255, 140, 0), "purple": (150, 60, 220),
-    "grey": (140, 140, 140),
+    "pink": (245, 110, 190), "orange": (255, 140, 0), "lime": (175, 240, 60),
+    "magenta": (225, 30, 225), "teal": (0, 140, 140), "beige": (230, 205, 160),
+    "purple": (150, 60, 220), "grey": (140, 140, 140),
 }
 # Shapes in either shot take these colours; the flash's background, and the corner square,
 # have their own palettes.
 SHAPE_COLOURS = ("red", "blue", "white", "green")
-FLASH_COLOURS = ("yellow", "cyan", "pink", "orange")
+FLASH_COLOURS = ("yellow", "cyan", "pink", "orange", "lime", "magenta", "teal", "beige")
 CORNER_COLOURS = ("purple", "grey")
 SHAPES = ("circle", "square", "triangle", "star")
-DIRECTIONS = ("left", "right", "up", "down")
+DIRECTIONS = ("left", "right")
 CORNERS = ("top left", "top right", "bottom left", "bottom right")
 
 SHAPE_WORDS = {
@@ -50,10 +51,8 @@ SHAPE_WORDS = {
 }
 # Each phrase names its direction once (never "from right to left").
 DIRECTION_WORDS = {
-    "left": ("moves left", "slides to the left", "travels leftward", "heads left"),
-    "right": ("moves right", "slides to the right", "travels rightward", "heads right"),
-    "up": ("moves up", "rises", "travels upward", "heads up"),
-    "down": ("moves down", "falls", "travels downward", "heads down"),
+    "left": ("moves left", "goes left", "slides left"),
+    "right": ("moves right", "goes right", "slides right"),
 }
 CORNER_WORDS = {
     "top left": ("top left", "upper left", "top-left"),
@@ -104,7 +103,7 @@ class SynthVideo:
     fps: int
     seconds: float
     background: tuple[int, int, int]
-    lane: float          # where each shot's shape crosses, as a fraction of the frame
+    lane: float          # the height each shot's shape crosses at, as a fraction of the frame
     flash_lane: float
     flash_start: float   # fraction of the duration
 
@@ -235,8 +234,11 @@ def plan(videos: int, seed: int, test_fraction: float = 0.2) -> list[SynthVideo]
     new_flash = n_test <= 0.8 * _FLASHES
     specs: list[dict] = []
     taken: dict[str, set[tuple]] = {"train": set(), "test": set()}
-    group = n_test_now = 0
+    group = n_test_now = idle = 0
     while len(specs) < videos:
+        if idle > 1000:  # cannot happen below the capacity; a loop that never ends would be worse
+            raise EercfError(f"--videos {videos}: no free flash left for the test split")
+        before = len(specs)
         split = "test" if n_test_now < n_test else "train"
         size = min(int(rng.integers(3, 7)), videos - len(specs))
         if split == "test":
@@ -249,6 +251,7 @@ def plan(videos: int, seed: int, test_fraction: float = 0.2) -> list[SynthVideo]
             specs.append({"group": group, "split": split, **motion, **details})
             n_test_now += split == "test"
         group += 1
+        idle = idle + 1 if len(specs) == before else 0
     order = rng.permutation(len(specs))
     out = []
     for index, spec_index in enumerate(order):
@@ -330,11 +333,11 @@ def _draw(draw, kind: str, cx: float, cy: float, r: float, colour: tuple[int, in
         draw.polygon(_polygon(kind, cx, cy, r), fill=colour)
 
 
-SHAPE_RADIUS, CORNER_SIZE, CORNER_MARGIN = 0.15, 0.19, 0.03
+SHAPE_RADIUS, CORNER_SIZE, CORNER_MARGIN = 0.19, 0.19, 0.03
 # A moving shape leaves a fading trail (distance behind it in radii, opacity), like motion
 # blur: each frame shows which way it goes, as in real footage of something moving.
 TRAIL = ((3.3, 0.2), (2.2, 0.4), (1.1, 0.65))
-_HEADING = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
+_HEADING = {"right": 1, "left": -1}
 
 
 def frame_count(v: SynthVideo) -> int:
@@ -347,16 +350,16 @@ def in_flash(v: SynthVideo, progress: float) -> bool:
 
 
 def _draw_mover(draw, size: int, progress: float, shape: str, colour: str, direction: str,
-           lane: float, background: tuple[int, int, int]) -> None:
-    """A shape crossing the frame along ``lane``, with its trail."""
+                lane: float, background: tuple[int, int, int]) -> None:
+    """A shape crossing the frame along ``lane`` (a height), with its trail."""
     lo, hi = 0.22 * size, 0.78 * size
-    dx, dy = _HEADING[direction]
-    travel = lo + (hi - lo) * (progress if dx + dy > 0 else 1 - progress)
-    x, y = (travel, lane * size) if dx else (lane * size, travel)
+    heading = _HEADING[direction]
+    x = lo + (hi - lo) * (progress if heading > 0 else 1 - progress)
+    y = lane * size
     radius = SHAPE_RADIUS * size
     for behind, opacity in TRAIL:
         ghost = tuple(round(b + opacity * (c - b)) for c, b in zip(COLOURS[colour], background))
-        _draw(draw, shape, x - dx * behind * radius, y - dy * behind * radius, radius, ghost)
+        _draw(draw, shape, x - heading * behind * radius, y, radius, ghost)
     _draw(draw, shape, x, y, radius, COLOURS[colour])
 
 
