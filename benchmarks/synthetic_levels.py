@@ -1,7 +1,8 @@
 """What each level of a model trained on the synthetic benchmark has learnt: for every test
 caption, whether each level's top video is the right one (R@1, overall and per test caption
 kind) and whether it shows the motion, flash and corner square the caption names (checked
-against the ground truth in ``synth.json`` with ``eercf.data.synth.fits``). Tells apart "the
+against the ground truth in ``synth.json`` with ``eercf.data.synth.fits``); and, for the
+captions naming a flash, which attribute of the flash the top video gets wrong. Tells apart "the
 fine levels cannot see the detail" from "no level has learnt it yet".
 
     python benchmarks/synthetic_levels.py CHECKPOINT SYNTH_FOLDER
@@ -56,9 +57,29 @@ def main() -> None:
                                  for t, c, k in rows if part in k.split("+")])
         out[level] = {k: round(100 * float(v), 1) for k, v in row.items()}
         print(f"{level:12s} " + " ".join(f"{out[level][k]:16.1f}" for k in columns))
+    misses = {level: flash_misses(sims[level], target, kinds, videos)
+              for level in ("video", "fused")}
+    print("flash captions by what the top video gets wrong:", json.dumps(misses))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "synthetic_levels.json").write_text(json.dumps(
-        {"checkpoint": str(args.checkpoint), "data": str(args.data), "levels": out}, indent=2) + "\n")
+        {"checkpoint": str(args.checkpoint), "data": str(args.data), "levels": out,
+         "flash_misses": misses}, indent=2) + "\n")
+
+
+def flash_misses(scores: torch.Tensor, target: list[int], kinds: list[str],
+                 videos: list[synth.SynthVideo]) -> dict[str, int]:
+    """For the captions naming a flash: how many top videos are right, and of the wrong ones
+    which flash attribute differs from the caption's (one, named, or several)."""
+    names = ("background", "colour", "shape", "direction")
+    counts: dict[str, int] = {}
+    for top, right, kind in zip(scores.float().argmax(1).tolist(), target, kinds):
+        if not kind.startswith("flash"):
+            continue
+        differ = [n for n, a, b in zip(names, videos[top].flash, videos[right].flash) if a != b]
+        key = ("right" if top == right else "another corner" if not differ
+               else f"{differ[0]} only" if len(differ) == 1 else "several")
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
 if __name__ == "__main__":

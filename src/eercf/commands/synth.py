@@ -10,9 +10,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "synth", help="write a synthetic text-video benchmark in MSR-VTT layout",
         description="Write a synthetic benchmark: H.264 mp4 files under OUT/videos/all/ and the "
                     "MSR-VTT annotation files (MSRVTT_train.9k.csv, MSRVTT_JSFUSION_test.csv, "
-                    "MSRVTT_data.json), plus synth.json with each video's ground truth. Captions "
-                    "describe a moving shape, a brief flash and a small corner square; test "
-                    "captions need the frame and patch levels to pick the right video.")
+                    "MSRVTT_data.json), plus synth.json with each video's ground truth. A video "
+                    "shows a shape moving on a dark background, a brief flash (a cut to a bright "
+                    "background where another shape moves) and a small corner square; each test "
+                    "caption names what one moment shows, which the frame-averaged video vector "
+                    "mixes up and the frame level finds.")
     p.add_argument("out", help="output folder")
     p.add_argument("--videos", type=int, default=1000, help="number of videos (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
