@@ -61,6 +61,26 @@ def library(tmp_path_factory):
     return root
 
 
+def test_index_workers_do_not_fork_beside_lance(library, tmp_path, capsys):
+    """Decoding workers start without forking a process that holds a Lance dataset (lance
+    warns on every fork: its threads make a forked child unsafe); same features as no workers."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, summary = run_cli("index", str(library / "videos"), "--model",
+                                str(library / "model"), "--index", str(tmp_path / "two"),
+                                "--workers", "2", capsys=capsys)
+    assert code == 0 and summary["added"] == 6
+    assert not [w for w in caught if "fork" in str(w.message)]
+    run_cli("index", str(library / "videos"), "--model", str(library / "model"), "--index",
+            str(tmp_path / "none"), "--workers", "0", capsys=capsys)
+    two, none = VideoIndex.open(tmp_path / "two"), VideoIndex.open(tmp_path / "none")
+    query = "a red square moves right"
+    assert ([(h.video_id, h.score) for h in two.search(query, k=6)[0].hits]
+            == [(h.video_id, h.score) for h in none.search(query, k=6)[0].hits])
+
+
 def run_cli(*args: str, capsys) -> tuple[int, dict]:
     code = main(list(args) + ["--json"])
     return code, json.loads(capsys.readouterr().out)

@@ -130,7 +130,9 @@ def _encode_and_add(args: argparse.Namespace, index: "VideoIndex", model: "EERCF
         clips = VideoClips(todo, num_frames=args.frames or config["eercf"]["max_frames"],
                            fps=args.fps, image_size=config["vision"]["image_size"],
                            mean=config["preprocess"]["mean"], std=config["preprocess"]["std"])
-        loader = make_loader(clips, batch_size=args.batch_size, workers=args.workers)
+        # the index holds a Lance dataset, whose threads make forking unsafe
+        loader = make_loader(clips, batch_size=args.batch_size, workers=args.workers,
+                             start_method="forkserver")
         last_save = time.monotonic()
         for batch, features in encode_videos(model, loader):
             summary["failed"].extend({"video": f["video_id"], "path": f["path"],

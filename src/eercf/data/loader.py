@@ -238,10 +238,11 @@ def _worker_init(_worker_id: int) -> None:
 def make_loader(dataset: VideoClips | CaptionPairs, *, batch_size: int, shuffle: bool = False,
                 workers: int = 0, seed: int = 0, drop_last: bool = False,
                 cache_dir: str | Path | None = None, sampler: Sampler | None = None,
-                pin_memory: bool = False) -> ClipLoader:
+                pin_memory: bool = False, start_method: str | None = None) -> ClipLoader:
     """A loader over ``dataset`` with ``workers`` decoding processes. ``shuffle`` uses an
     ``EpochSampler(len(dataset), seed)`` (reach it as ``loader.sampler`` to set the epoch or
-    resume); ``cache_dir`` turns on the pre-decoded frame cache."""
+    resume); ``cache_dir`` turns on the pre-decoded frame cache. ``start_method`` starts the
+    workers some other way than forking (a parent holding a Lance dataset must not fork)."""
     if batch_size < 1:
         raise EercfError(f"batch_size must be >= 1, got {batch_size}")
     if workers < 0:
@@ -254,4 +255,5 @@ def make_loader(dataset: VideoClips | CaptionPairs, *, batch_size: int, shuffle:
                       collate_fn=SkipFailed(dataset.empty_batch()), drop_last=drop_last,
                       pin_memory=pin_memory, worker_init_fn=_worker_init if workers else None,
                       persistent_workers=workers > 0,
+                      multiprocessing_context=start_method if workers else None,
                       generator=torch.Generator().manual_seed(seed))
