@@ -41,9 +41,11 @@ def flash_frames(path: str, video: synth.SynthVideo, num_frames: int) -> list[bo
 
 
 def _flash_caption(flash: tuple[str, str, str, str]) -> str:
+    """The benchmark's first flash wording, with each attribute's first word."""
     background, colour, shape, direction = flash
-    return (f"the screen flashes {background} as a {colour} {shape} "
-            f"{synth.DIRECTION_WORDS[direction][0]}")
+    return synth.FLASH_TEMPLATES[0].format(
+        bg=background, a_colour=("an " if colour[0] in "aeiou" else "a ") + colour,
+        shape=synth.SHAPE_WORDS[shape][0], moves=synth.DIRECTION_WORDS[direction][0])
 
 
 def text_cosines(model) -> dict[str, float]:

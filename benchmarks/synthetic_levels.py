@@ -76,7 +76,7 @@ def flash_misses(scores: torch.Tensor, target: list[int], kinds: list[str],
         if not kind.startswith("flash"):
             continue
         differ = [n for n, a, b in zip(names, videos[top].flash, videos[right].flash) if a != b]
-        key = ("right" if top == right else "another corner" if not differ
+        key = ("right" if top == right else "same flash" if not differ
                else f"{differ[0]} only" if len(differ) == 1 else "several")
         counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items(), key=lambda item: -item[1]))
