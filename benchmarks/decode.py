@@ -30,7 +30,8 @@ import torch
 
 from eercf.data.datasets import VideoRecord
 from eercf.data.loader import VideoClips, make_loader
-from eercf.data.video import SampledClip, preprocess, sample_times
+from eercf.data.clips import SampledClip, preprocess, sample_times
+from eercf.model import VideoTransform
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -42,7 +43,7 @@ class FullDecodeClips(VideoClips):
     sample time picked and preprocessed (same sample times as eercf's sampler)."""
 
     def clip(self, video_index: int) -> SampledClip:
-        path = self.records[video_index].path
+        path, t = self.records[video_index].path, self.transform
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             start = stream.start_time or 0
@@ -51,11 +52,11 @@ class FullDecodeClips(VideoClips):
             duration = float(stream.duration * stream.time_base)
         times = [t for t, _ in decoded]
         chosen = sorted({max(0, np.searchsorted(times, target + 1e-6) - 1)
-                         for target in sample_times(duration, self.num_frames, self.fps)})
-        frames = torch.zeros(self.num_frames, 3, self.image_size, self.image_size)
-        frames[:len(chosen)] = preprocess([decoded[i][1] for i in chosen], self.image_size,
-                                          self.mean, self.std)
-        mask = torch.zeros(self.num_frames, dtype=torch.bool)
+                         for target in sample_times(duration, t.frames, t.fps)})
+        frames = torch.zeros(t.frames, 3, t.image_size, t.image_size)
+        frames[:len(chosen)] = preprocess([decoded[i][1] for i in chosen], t.image_size,
+                                          t.mean, t.std)
+        mask = torch.zeros(t.frames, dtype=torch.bool)
         mask[:len(chosen)] = True
         return SampledClip(frames=frames, mask=mask, timestamps=[round(times[i], 6) for i in chosen],
                            duration=duration, source=str(path))
@@ -91,8 +92,8 @@ def main() -> None:
     clips = sorted(CLIPS.glob("*.mp4"))
     records = [VideoRecord(f"{p.stem}-{i}", p, [""], "test")
                for i, p in zip(range(args.items), clips * args.items)]
-    settings = {"num_frames": args.frames, "image_size": args.size}
-    loaders = {(mode, workers): make_loader(cls(records, **settings), batch_size=args.batch,
+    transform = VideoTransform(frames=args.frames, image_size=args.size)
+    loaders = {(mode, workers): make_loader(cls(records, transform), batch_size=args.batch,
                                             workers=workers)
                for mode, cls in (("sampled", VideoClips), ("full", FullDecodeClips))
                for workers in (1, 2)}
@@ -118,8 +119,8 @@ def main() -> None:
         print(f"sampled / full with {w} worker(s): {ratio:.2f}x")
     same = all(timestamps[("sampled", w)] == timestamps[("full", w)] for w in (1, 2))
     print(f"both pick frames at the same times: {same}")
-    cpu = _cpu_seconds({"sampled": VideoClips(records, **settings),
-                        "full": FullDecodeClips(records, **settings)}, args.items)
+    cpu = _cpu_seconds({"sampled": VideoClips(records, transform),
+                        "full": FullDecodeClips(records, transform)}, args.items)
     cpu_median = {name: statistics.median(times) for name, times in cpu.items()}
     cpu_ratio = cpu_median["full"] / cpu_median["sampled"]
     print(f"CPU seconds per video (median of {args.items}): sampled {cpu_median['sampled']:.3f}, "

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 import eercf
-from eercf.data import synth
+from eercf.synthetic import scenes as synth
 from eercf.data.datasets import load_dataset
 from eercf.data.video import decode_clip
-from eercf.evaluate import encode_records
+from eercf.evaluation.evaluator import encode_records
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ATTRIBUTES = ("background", "colour", "shape", "direction")

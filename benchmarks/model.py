@@ -32,7 +32,7 @@ def _reset_peak_rss() -> None:
 
 def _encode_video(name: str, batch: int, repeats: int, device: str, dtype: str, queue) -> None:
     import torch
-    from eercf.config import get_model_config
+    from eercf.model.config import get_model_config
     from eercf.model import EERCF
 
     torch.manual_seed(0)
@@ -66,7 +66,7 @@ def _encode_video(name: str, batch: int, repeats: int, device: str, dtype: str, 
 def _similarity(n: int, device: str, queue) -> None:
     import torch
     import torch.nn.functional as F
-    from eercf.config import get_model_config
+    from eercf.model.config import get_model_config
     from eercf.model import EERCF, VideoFeatures
 
     torch.manual_seed(0)

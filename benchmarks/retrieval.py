@@ -5,7 +5,7 @@ For each collection size N that fits on disk (``--store-max``) the features go t
 ``eercf.VideoIndex`` (Lance store + FAISS), and:
 - stage 1 alone: ``q = t W_g`` and the FAISS inner-product search (top k);
 - two-stage: ``VideoIndex.search_encoded`` (stage 1 top K, then a Lance ``take`` of the K
-  candidates' features, as stored in fp16, and ``model.candidate_scores`` + ``fuse``);
+  candidates' features, as stored in fp16, and ``model.rerank``);
 - all-pairs: the fused score of every video, streaming the whole store through
   ``model.similarity`` in chunks (what a system without stage 1 must do per query).
 Larger N (patches cost ~600 KB per video, so 100k videos need ~60 GB) are measured as stage 1
@@ -34,10 +34,10 @@ import faiss
 import torch
 import torch.nn.functional as F
 
-from eercf.config import get_model_config
+from eercf.model.config import get_model_config
 from eercf.index import VideoIndex, ann, store
 from eercf.model import EERCF, VideoFeatures
-from eercf.similarity import fuse
+from eercf.model.similarity import fuse
 
 DIM, FRAMES, PATCHES = 512, 12, 49
 # Arrow's buffers are read-only; they are only ever copied from here

@@ -25,7 +25,7 @@ import faiss
 import torch
 import torch.nn.functional as F
 
-from eercf.config import get_model_config
+from eercf.model.config import get_model_config
 from eercf.index import VideoIndex
 from eercf.model import EERCF
 from retrieval import DIM, grow

@@ -1,7 +1,7 @@
 """What each level of a model trained on the synthetic benchmark has learnt: for every test
 caption, whether each level's top video is the right one (R@1, overall and per test caption
 kind) and whether it shows the motion, flash and corner square the caption names (checked
-against the ground truth in ``synth.json`` with ``eercf.data.synth.fits``); and, for the
+against the ground truth in ``synth.json`` with ``eercf.synthetic.scenes.fits``); and, for the
 captions naming a flash, which attribute of the flash the top video gets wrong. Tells apart "the
 fine levels cannot see the detail" from "no level has learnt it yet".
 
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 import eercf
-from eercf.data import synth
+from eercf.synthetic import scenes as synth
 from eercf.data.datasets import load_dataset
-from eercf.evaluate import encode_records
-from eercf.similarity import fuse
+from eercf.evaluation.evaluator import encode_records
+from eercf.model.similarity import fuse
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from eercf.config import get_model_config
+from eercf.model.config import get_model_config
 from eercf.model import EERCF
-from eercf.tokenizer import CLIPTokenizer
+from eercf.model.tokenizer import CLIPTokenizer
 
 ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent.parent / "shared" / "data"

@@ -26,10 +26,10 @@ RESULTS = ROOT / "results"
 EERCF = [sys.executable, "-m", "eercf.cli"]
 ABLATIONS = {
     "default": [],
-    "no_strong": ["model_config.eercf.loss.strong_weight=0",
+    "no_strong": ["loss.strong_weight=0",
                   "model_config.eercf.rerank.frame_strong=0"],
-    "no_pearson": ["model_config.eercf.loss.pearson_weight=0"],
-    "no_patch": ["model_config.eercf.loss.weak_patch=0", "model_config.eercf.rerank.patch_weak=0"],
+    "no_pearson": ["loss.pearson_weight=0"],
+    "no_patch": ["loss.weak_patch=0", "model_config.eercf.rerank.patch_weak=0"],
     "warm_gates": ["gate_temperature_start=1.0"],  # docs/training.md
 }
 TOPK = (10, 50, 100)

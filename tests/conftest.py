@@ -1,13 +1,29 @@
-"""Every test's decoded-frame cache default points into pytest's temporary folder, never into
-the user's ``~/.cache``."""
+"""Every test's cache root (``EERCF_HOME``: downloads, models, decoded frames) points into
+pytest's temporary folder, never into the user's ``~/.cache``. Tests that read the research
+data beside the repository (``../shared/data``: MSR-VTT clips, frame folders, csv files) are
+marked ``needs_shared`` and skip, saying why, in a clone that has none."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_shared: reads ../shared/data (skipped without it)")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("needs_shared") and not SHARED_DATA.is_dir():
+        pytest.skip(f"needs the research data in {SHARED_DATA} (MSR-VTT clips and annotations), "
+                    "which a clone of the repository alone does not have")
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _frame_cache_in_tmp(tmp_path_factory):
     patch = pytest.MonkeyPatch()
-    patch.setenv("EERCF_CACHE", str(tmp_path_factory.mktemp("eercf-cache")))
+    patch.setenv("EERCF_HOME", str(tmp_path_factory.mktemp("eercf-cache")))
     yield
     patch.undo()

@@ -1,15 +1,15 @@
 """Batches of similar videos: caption vectors, neighbours, groups, and the sampler using them."""
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import SHARED_DATA
 from eercf.data.batching import caption_neighbours, caption_vectors, similar_groups
 from eercf.data.loader import EpochSampler
 from eercf.errors import EercfError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "msrvtt_sample"
+DATA = SHARED_DATA / "msrvtt_sample"
 
 # Four themes, three videos each: a video's nearest neighbours are the other two of its theme.
 THEMES = ("a red circle moves left {}", "a man is cooking pasta in a kitchen {}",
@@ -65,6 +65,7 @@ def test_grouped_sampler_keeps_groups_in_batches_and_resumes():
         EpochSampler(13, neighbours=nb, group_size=3)
 
 
+@pytest.mark.needs_shared
 def test_neighbours_on_real_msrvtt_captions():
     with open(DATA / "MSRVTT_JSFUSION_test.csv", newline="") as f:
         captions = [[row["sentence"]] for row in csv.DictReader(f)]  # 1,000 real captions

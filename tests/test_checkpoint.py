@@ -4,10 +4,10 @@ our own folder round-trips bit-exactly; broken files give one EercfError naming 
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import warnings
 import zipfile
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -17,12 +17,11 @@ from torch import nn
 
 import eercf
 from eercf.cli import main
-from eercf.config import get_model_config, merge
+from eercf.model.config import get_model_config, merge
 from eercf.errors import EercfError
-from eercf.tokenizer import CLIPTokenizer
+from eercf.model.tokenizer import CLIPTokenizer
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-BPE_PATH = DATA / "clip" / "bpe_simple_vocab_16e6.txt.gz"
+BPE_PATH = Path(str(resources.files("eercf.model") / "bpe_simple_vocab_16e6.txt.gz"))  # shipped
 # heads = width // 64, as the shape-reading importers assume (OpenAI's rule)
 SMALL = {"name": "small", "embed_dim": 64,
          "vision": {"image_size": 32, "patch_size": 16, "width": 128, "layers": 2, "heads": 2},
@@ -42,9 +41,11 @@ def isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tokenizer() -> CLIPTokenizer:
-    with open(DATA / "msrvtt_sample" / "MSRVTT_JSFUSION_test.csv", newline="") as f:
-        captions = [row["sentence"] for row in csv.DictReader(f)]
-    return CLIPTokenizer.train(captions, vocab_size=1024)
+    from eercf.synthetic.scenes import annotate, plan
+
+    videos = plan(300, seed=0)
+    captions = [text for pairs in annotate(videos, seed=0).values() for _, text in pairs]
+    return CLIPTokenizer.train(captions, vocab_size=600)
 
 
 @pytest.fixture(scope="module")
@@ -229,17 +230,34 @@ def test_authors_checkpoint(trained, inputs, tmp_path):
     assert_same_model(eercf.load_model(path), trained, inputs)
 
 
-def test_config_name_is_random_init():
-    model = eercf.load_model("tiny")
+def test_random_weights_only_when_asked_for(tmp_path, monkeypatch):
+    monkeypatch.setenv("EERCF_HOME", str(tmp_path / "home"))
+    model = eercf.load_model("tiny", pretrained=False)
     assert model.config == get_model_config("tiny") and model.tokenizer is None
     assert torch.equal(model.global_weight, torch.eye(128))
+    with pytest.raises(EercfError, match="no released weights.*pretrained=False"):
+        eercf.load_model("tiny")
+    with pytest.raises(EercfError, match="`eercf download ViT-B-32`"):
+        eercf.load_model("ViT-B-32")
+    with pytest.raises(EercfError, match="not a model name"):
+        eercf.load_model("ViT-X-99")
+
+
+def test_a_name_means_the_weights_eercf_download_stored(trained, tmp_path, monkeypatch):
+    from eercf.paths import pretrained_dir
+
+    monkeypatch.setenv("EERCF_HOME", str(tmp_path / "home"))
+    eercf.save_model(trained, pretrained_dir("ViT-B-32"))
+    loaded = eercf.load_model("ViT-B-32")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                 trained.state_dict().values()))
 
 
 # ---------------------------------------------------------------- our format
 def test_save_load_round_trip_bit_exact(trained, tokenizer, inputs, tmp_path):
     model = copy.deepcopy(trained)
     model.tokenizer = tokenizer
-    folder = model.save(tmp_path / "ckpt")
+    folder = eercf.save_model(model, tmp_path / "ckpt")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
     (tmp_path / "plain").mkdir()  # the checkpoint gets ordinary (umask) permissions
     assert folder.stat().st_mode == (tmp_path / "plain").stat().st_mode
@@ -251,14 +269,14 @@ def test_save_load_round_trip_bit_exact(trained, tokenizer, inputs, tmp_path):
     texts = ["a little girl does gymnastics", "a person is connecting something to system"]
     assert torch.equal(loaded.tokenize(texts), model.tokenize(texts))
     # saving again replaces the checkpoint and leaves no staging folders behind
-    model.save(folder)
+    eercf.save_model(model, folder)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_save_refuses_folder_with_other_files(trained, tmp_path):
     (tmp_path / "notes.txt").write_text("keep me")
     with pytest.raises(EercfError, match="notes.txt"):
-        trained.save(tmp_path)
+        eercf.save_model(trained, tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
@@ -275,25 +293,18 @@ def test_tokenizer_resolution(plain, tokenizer, tmp_path, monkeypatch):
     assert eercf.load_model(path).tokenizer is None
     with pytest.raises(EercfError, match="no tokenizer"):
         eercf.load_model(path).tokenize(["a dog"])
-    # the one `eercf download` stored in the cache
-    home = tmp_path / "home"
-    home.mkdir()
-    tokenizer.save(home / "tokenizer.json")
-    assert eercf.load_model(path).tokenizer.vocab_size == tokenizer.vocab_size
-    # one beside the file wins over the cache, the argument over both
+    # one beside the file is found, the argument wins over it
     tokenizer.save(tmp_path / "tokenizer.json")
-    assert eercf.load_model(path).tokenizer is not None
+    assert eercf.load_model(path).tokenizer.vocab_size == tokenizer.vocab_size
     with pytest.raises(EercfError, match="49408 ids"):
         eercf.load_model(path, tokenizer=BPE_PATH)
     model = eercf.load_model(path, tokenizer=tokenizer)
     assert model.tokenize(["a dog"]).shape == (1, 32)
 
 
-def test_cached_tokenizer_used_only_where_it_fits(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    CLIPTokenizer.from_bpe_vocab(BPE_PATH).save(home / "tokenizer.json")
-    assert eercf.load_model("tiny").tokenizer is None  # 2048 ids: OpenAI's 49408 don't fit
+def test_shipped_bpe_serves_every_model_with_clips_vocabulary(tmp_path):
+    """No tokenizer file anywhere: a CLIP-vocabulary model gets OpenAI's BPE from the package."""
+    assert eercf.load_model("tiny", pretrained=False).tokenizer is None  # 2048 ids: not CLIP's
     openai_vocab = eercf.EERCF(merge(small_config(), {"text": {"vocab_size": 49408}}))
     torch.save(openai_state(openai_vocab) | {"vocab_size": torch.tensor(49408)}, tmp_path / "clip.pt")
     assert eercf.load_model(tmp_path / "clip.pt").tokenize(["a dog"])[0, :3].tolist() == [49406, 320, 1929]
@@ -321,7 +332,7 @@ def test_broken_files(plain, tmp_path):
     torch.save({"encoder.weight": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(EercfError, match="other.pt: not a CLIP or EERCF checkpoint"):
         eercf.load_model(tmp_path / "other.pt")
-    with pytest.raises(EercfError, match="no such file"):
+    with pytest.raises(EercfError, match="no such checkpoint file"):
         eercf.load_model(tmp_path / "missing.pt")
 
 
@@ -331,7 +342,7 @@ def test_wrong_architecture(plain, trained, tmp_path):
     torch.save(state, tmp_path / "missing.pt")
     with pytest.raises(EercfError, match=r"missing\.pt: does not fit .*missing: clip\.transformer\.resblocks\.1\.mlp\.c_fc\.weight"):
         eercf.load_model(tmp_path / "missing.pt")
-    folder = trained.save(tmp_path / "ckpt")
+    folder = eercf.save_model(trained, tmp_path / "ckpt")
     config = json.loads((folder / "config.json").read_text())
     config["embed_dim"] = config["text"]["width"] = 32
     (folder / "config.json").write_text(json.dumps(config))
@@ -344,7 +355,7 @@ def test_wrong_architecture(plain, trained, tmp_path):
 
 
 def test_truncated_safetensors_in_folder(trained, tmp_path):
-    folder = trained.save(tmp_path / "ckpt")
+    folder = eercf.save_model(trained, tmp_path / "ckpt")
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1000])
     with pytest.raises(EercfError, match="model.safetensors: not a readable checkpoint"):

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA
 from eercf.data.datasets import DatasetWarning, VideoRecord, load_dataset
 from eercf.errors import EercfError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "msrvtt_sample"
+DATA = SHARED_DATA / "msrvtt_sample"
+pytestmark = pytest.mark.needs_shared
 CLIPS = [DATA / "videos" / "video9770.mp4", DATA / "videos" / "video9771.mp4"]
 FOLDER = DATA / "frames" / "video7020"
 

@@ -3,6 +3,7 @@
 + ``resolve/main``), with a connection cut midway to exercise resume and hash checks."""
 from __future__ import annotations
 
+from importlib import resources
 import hashlib
 import http.server
 import json
@@ -14,15 +15,14 @@ import torch
 from safetensors.torch import save_file
 
 import eercf
-from eercf import download as dl
+from eercf.weights import pretrained as dl
 from eercf.cli import main
-from eercf.config import get_model_config, merge
+from eercf.model.config import get_model_config, merge
 from eercf.errors import EercfError
 
 from test_checkpoint import HF_CONFIG, SMALL, assert_same_model, huggingface_state, openai_state
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-BPE = (DATA / "clip" / "bpe_simple_vocab_16e6.txt.gz").read_bytes()
+BPE = (resources.files("eercf.model") / "bpe_simple_vocab_16e6.txt.gz").read_bytes()  # shipped
 REAL_B32_SHA = dl.OPENAI_MODELS["ViT-B-32"]
 
 
@@ -181,7 +181,7 @@ def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
 
 @pytest.fixture(scope="module")
 def tokenizer_json(tmp_path_factory) -> bytes:
-    from eercf.tokenizer import CLIPTokenizer
+    from eercf.model.tokenizer import CLIPTokenizer
 
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
     CLIPTokenizer.train(["a dog runs", "a cat sleeps on a mat"] * 10, vocab_size=600).save(path)

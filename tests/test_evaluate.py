@@ -4,12 +4,15 @@ import shutil
 
 import pytest
 import torch
+
+import eercf
 import torch.nn.functional as F
 
-import eercf.evaluate as ev
-from eercf.checkpoint import load_model
-from eercf.commands.eval import resolve_checkpoint
-from eercf.config import get_model_config
+import eercf.evaluation.evaluator as ev
+from eercf.evaluation.metrics import METRIC_KEYS, match_ranks
+from eercf.weights import load_model
+from eercf.weights.factory import run_checkpoint
+from eercf.model.config import get_model_config
 from eercf.model import EERCF, VideoFeatures
 
 torch.set_num_threads(1)
@@ -85,7 +88,7 @@ def test_two_stage_ranking_is_candidates_by_fused_score_then_the_rest_by_stage1(
         order = torch.cat([candidates[dense[q, candidates].argsort(descending=True)], rest])
         expected_ranks.append(int((order == caption_video[q]).nonzero()) + 1)
     positive = F.one_hot(caption_video, len(videos)).bool()
-    assert ev.match_ranks(scores, positive, promoted).tolist() == expected_ranks
+    assert match_ranks(scores, positive, promoted).tolist() == expected_ranks
     assert promoted.sum(1).eq(k).all()
 
 
@@ -120,7 +123,7 @@ def test_score_modes_output_shape_and_dual_softmax(model, data):
     assert list(out) == ["video", "two_stage", "all_pairs", "video+dsl", "all_pairs+dsl"]
     for mode, result in out.items():
         for direction in ("t2v", "v2t"):
-            assert set(result[direction]) == set(ev.METRIC_KEYS)
+            assert set(result[direction]) == set(METRIC_KEYS)
             assert 0.0 <= result[direction]["R1"] <= result[direction]["R5"] <= 100.0
         assert result["seconds"] >= 0.0
         assert result.get("transductive", False) == mode.endswith("+dsl")
@@ -153,8 +156,8 @@ def test_score_modes_rejects_bad_settings(model, data):
 def benchmark(tmp_path_factory):
     """A handful of tiny synthetic MSR-VTT-layout videos and a random tiny checkpoint."""
     from eercf.data.datasets import load_dataset
-    from eercf.data.synth import make_synthetic
-    from eercf.tokenizer import CLIPTokenizer
+    from eercf.synthetic import make_synthetic
+    from eercf.model.tokenizer import CLIPTokenizer
 
     root = tmp_path_factory.mktemp("eval")
     data = root / "data"
@@ -163,7 +166,7 @@ def benchmark(tmp_path_factory):
     model = EERCF(get_model_config("tiny"))
     captions = [c for r in load_dataset("msrvtt", data, "train") for c in r.captions]
     model.tokenizer = CLIPTokenizer.train(captions, 2048)
-    model.save(root / "checkpoint")
+    eercf.save_model(model, root / "checkpoint")
     return data, root / "checkpoint"
 
 
@@ -196,10 +199,10 @@ def test_eval_command_json(benchmark, capsys):
 
 def test_eval_command_shares_the_frame_cache(benchmark, capsys, tmp_path, monkeypatch):
     """By default eval reads and writes the frame cache train uses; --no-cache writes none."""
-    from eercf.data.frames import default_cache_dir
+    from eercf.paths import frames_dir as default_cache_dir
 
     data, checkpoint = benchmark
-    monkeypatch.setenv("EERCF_CACHE", str(tmp_path / "default"))
+    monkeypatch.setenv("EERCF_HOME", str(tmp_path / "default"))
     base = ["--checkpoint", checkpoint, "--data", data, "--workers", 0, "--modes", "video", "--json"]
     assert run_cli(capsys, *base, "--no-cache")[0] == 0
     assert not default_cache_dir().exists()
@@ -235,20 +238,22 @@ def test_eval_command_table_from_a_run_folder(benchmark, capsys, tmp_path):
     run = tmp_path / "run"
     for epoch in (2, 10):
         shutil.copytree(checkpoint, run / "checkpoints" / f"epoch-{epoch}")
-    (run / "config.json").write_text(json.dumps({"frame_rate": 2.0}))  # the training settings
+    config = run / "checkpoints" / "epoch-10" / "config.json"  # a run at 2 fps keeps it here
+    settings = json.loads(config.read_text())
+    config.write_text(json.dumps({**settings, "preprocess": {**settings["preprocess"], "fps": 2.0}}))
     code, out, err = run_cli(capsys, "--checkpoint", run, "--data", data, "--workers", 0,
                              "--modes", "video,two_stage")
     assert code == 0, err
     assert str(run / "checkpoints" / "epoch-10") in out
-    assert "12 frames at 2 fps" in out  # sampled as the run was trained
+    assert "12 frames at 2 fps, fp32" in out  # sampled as the checkpoint says it was trained
     assert "two_stage (K=50)" in out and "all_pairs" not in out
     shutil.copytree(checkpoint, run / "best")
-    assert resolve_checkpoint(run) == run / "best"
+    assert run_checkpoint(run) == run / "best"
 
 
 def test_a_video_that_fails_to_decode_is_reported_and_skipped(benchmark, tmp_path):
     from eercf.data.datasets import load_dataset
-    from eercf.evaluate import encode_records
+    from eercf.evaluation.evaluator import encode_records
 
     data, checkpoint = benchmark
     copy = tmp_path / "data"
@@ -293,7 +298,7 @@ def test_eval_bad_input_is_one_error_line(benchmark, capsys, tmp_path, case, mes
 
 
 def test_encode_videos_batches_failures_and_training_mode(benchmark):
-    from eercf.encode import encode_texts, encode_videos
+    from eercf.model.encode import encode_texts, encode_videos
 
     _, checkpoint = benchmark
     model = load_model(checkpoint).train()

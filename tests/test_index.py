@@ -18,12 +18,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eercf.config import get_model_config
+from eercf.model.config import get_model_config
 from eercf.errors import EercfError
-from eercf.evaluate import stage1_scores, two_stage_scores
+from eercf.evaluation.evaluator import stage1_scores, two_stage_scores
 from eercf.index import DATASET, MANIFEST, VideoIndex, ann, store
 from eercf.model import EERCF, VideoFeatures
-from eercf.search import matched_moment, matched_where
+from eercf.index.search import matched_moment, matched_where
 
 torch.set_num_threads(1)
 FRAMES, PATCHES, DIM = 12, 16, 128  # the tiny model's shapes

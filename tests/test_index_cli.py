@@ -17,13 +17,15 @@ import numpy as np
 import pytest
 import torch
 
+import eercf
+
 from eercf.cli import main
-from eercf.config import get_model_config
+from eercf.model.config import get_model_config
 from eercf.data.datasets import load_dataset
-from eercf.evaluate import encode_records, two_stage_scores
+from eercf.evaluation.evaluator import encode_records, two_stage_scores
 from eercf.index import DATASET, VideoIndex
 from eercf.model import EERCF
-from eercf.tokenizer import CLIPTokenizer
+from eercf.model.tokenizer import CLIPTokenizer
 
 torch.set_num_threads(1)
 CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
@@ -54,7 +56,7 @@ def library(tmp_path_factory):
     torch.manual_seed(0)
     model = EERCF(get_model_config("tiny"))
     model.tokenizer = CLIPTokenizer.train([f"a {c} square moves right" for c in COLOURS] * 3, 600)
-    model.save(root / "model")
+    eercf.save_model(model, root / "model")
     for i, (name, colour) in enumerate(COLOURS.items()):
         write_video(root / "videos" / ("more" if i >= 4 else "") / f"{name}.mp4", colour)
     (root / "videos" / "broken.mp4").write_bytes(b"this is not a video" * 50)
@@ -133,7 +135,8 @@ def test_dataset_source_ranks_exactly_as_eval(library, tmp_path, capsys):
     index = VideoIndex.open(tmp_path / "ds")
     model = index.model()
     records = load_dataset("msrvtt", data, "test")
-    encoded = encode_records(model, records, workers=0, num_frames=6, progress=False)
+    encoded = encode_records(model, records, transform=index.model_info.video_transform(model),
+                             workers=0, progress=False)
     with torch.inference_mode():
         scores, promoted = two_stage_scores(model, encoded.text, encoded.videos, topk=2)
     results = index.search(encoded.captions, k=4, topk=2)
@@ -177,7 +180,13 @@ def test_index_errors_are_one_line(library, tmp_path, capsys):
           str(tmp_path / "idx"), "--workers", "0", "--json"])
     capsys.readouterr()
     assert main(["index", str(listing), "--model", "tiny", "--index", str(tmp_path / "idx")]) == 2
-    assert "was built with model 'tiny'" in capsys.readouterr().err  # random weights differ
+    assert "no released weights" in capsys.readouterr().err  # never random weights by a name
+    other = eercf.EERCF(get_model_config("tiny"))
+    other.tokenizer = eercf.load_model(library / "model").tokenizer
+    eercf.save_model(other, tmp_path / "other")
+    assert main(["index", str(listing), "--model", str(tmp_path / "other"), "--index",
+                 str(tmp_path / "idx")]) == 2
+    assert "was built with model 'tiny'" in capsys.readouterr().err  # other weights, other space
 
 
 def _version(path) -> int:

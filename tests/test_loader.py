@@ -10,13 +10,16 @@ import pytest
 import torch
 
 import eercf.data.loader as loader_module
+from conftest import SHARED_DATA
 from eercf.data.datasets import VideoRecord
 from eercf.data.frames import FrameCache
 from eercf.data.loader import CaptionPairs, EpochSampler, VideoClips, make_loader
 from eercf.data.video import decode_clip, load_clip
 from eercf.errors import EercfError
+from eercf.model import VideoTransform
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "msrvtt_sample"
+DATA = SHARED_DATA / "msrvtt_sample"
+pytestmark = pytest.mark.needs_shared
 SIZE = 32  # small frames keep these tests fast; decoding is the same at any size
 
 
@@ -39,7 +42,7 @@ def broken_records(tmp_path: Path) -> list[VideoRecord]:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_video_clips_skip_and_report_bad_videos(tmp_path, caplog, workers):
     records = real_records()[:2] + broken_records(tmp_path) + real_records()[2:]
-    dataset = VideoClips(records, num_frames=6, image_size=SIZE)
+    dataset = VideoClips(records, VideoTransform(frames=6, image_size=SIZE))
     loader = make_loader(dataset, batch_size=2, workers=workers)
     with caplog.at_level(logging.WARNING, logger="eercf.data"):
         for _epoch in range(2):
@@ -59,7 +62,7 @@ def test_video_clips_skip_and_report_bad_videos(tmp_path, caplog, workers):
 
 
 def test_items_match_load_clip():
-    dataset = VideoClips(real_records(), num_frames=4, fps=1.0, image_size=SIZE)
+    dataset = VideoClips(real_records(), VideoTransform(frames=4, image_size=SIZE, fps=1.0))
     item = dataset[1]
     clip = load_clip(DATA / "videos" / "video9771.mp4", num_frames=4, fps=1.0, image_size=SIZE)
     assert torch.equal(item["frames"], clip.frames) and item["timestamps"] == clip.timestamps
@@ -68,7 +71,7 @@ def test_items_match_load_clip():
 
 def test_caption_pairs_cover_every_caption(tmp_path):
     records = real_records() + broken_records(tmp_path)
-    dataset = CaptionPairs(records, num_frames=4, image_size=SIZE)
+    dataset = CaptionPairs(records, VideoTransform(frames=4, image_size=SIZE))
     assert len(dataset) == 7
     batches = list(make_loader(dataset, batch_size=4))
     assert batches[0]["caption"] == ["a person is connecting something to system",
@@ -81,7 +84,7 @@ def test_caption_pairs_cover_every_caption(tmp_path):
 
 def test_frame_cache_serves_later_epochs(tmp_path, monkeypatch):
     records = real_records()
-    dataset = VideoClips(records, num_frames=5, image_size=SIZE)
+    dataset = VideoClips(records, VideoTransform(frames=5, image_size=SIZE))
     cache_dir = tmp_path / "cache"
     first = list(make_loader(dataset, batch_size=3, cache_dir=cache_dir))[0]
     assert len(list(cache_dir.rglob("*.safetensors"))) == 3
@@ -93,7 +96,7 @@ def test_frame_cache_serves_later_epochs(tmp_path, monkeypatch):
     again = list(make_loader(dataset, batch_size=3, cache_dir=cache_dir))[0]
     assert torch.equal(first["frames"], again["frames"]) and first["timestamps"] == again["timestamps"]
     # other sampling settings are a different entry, never a stale hit
-    other = VideoClips(records, num_frames=3, image_size=SIZE)
+    other = VideoClips(records, VideoTransform(frames=3, image_size=SIZE))
     with pytest.raises(AssertionError, match="decoded although"):
         list(make_loader(other, batch_size=3, cache_dir=cache_dir))
 
@@ -133,7 +136,7 @@ def test_epoch_sampler_shares_among_processes():
 
 
 def test_shuffled_loader_follows_its_sampler():
-    dataset = CaptionPairs(real_records(), num_frames=2, image_size=SIZE)
+    dataset = CaptionPairs(real_records(), VideoTransform(frames=2, image_size=SIZE))
     loader = make_loader(dataset, batch_size=4, shuffle=True, seed=5)
     assert isinstance(loader.sampler, EpochSampler)
     captions = [c for b in loader for c in b["caption"]]

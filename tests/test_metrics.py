@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from eercf.errors import EercfError
-from eercf.evaluate import (apply_dual_softmax, match_ranks, metrics_from_ranks,
-                            multi_caption_metrics, retrieval_metrics)
+from eercf.evaluation.metrics import (apply_dual_softmax, match_ranks, metrics_from_ranks,
+                                      multi_caption_metrics, retrieval_metrics)
 
 
 def pessimistic_sort_rank(scores, positive):

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eercf.config import get_model_config, merge
+from eercf.model.config import get_model_config, merge
 from eercf.errors import EercfError
-from eercf.model import EERCF, VideoFeatures
+from eercf.model import EERCF, LEVELS, LossWeights, VideoFeatures
 
 torch.set_num_threads(1)
 
@@ -19,6 +19,9 @@ SMALL = {
     "text": {"context_length": 16, "vocab_size": 100, "width": 32, "heads": 2, "layers": 4},
     "eercf": {"max_frames": 5, "max_words": 8},
 }
+
+
+EVERY_LEVEL = {level: 1.0 for level in LEVELS}
 
 
 def small_config(**method) -> dict:
@@ -117,7 +120,7 @@ def test_candidate_scores_equal_dense_scores(model: EERCF) -> None:
     text = F.normalize(torch.randn(2, 32, dtype=torch.float64), dim=-1)
     dense = model.similarity(text, feats)
     picks = torch.tensor([[4, 0, 2], [1, 5, 3]])
-    scores = model.candidate_scores(text, feats.index(picks.flatten()), k=3)
+    scores = model.rerank(text, feats.index(picks.flatten()), 3, EVERY_LEVEL)[1]
     for level in dense:
         torch.testing.assert_close(scores[level], dense[level].gather(1, picks), rtol=1e-5, atol=1e-5)
     assert scores["frame_weights"].shape == (2, 3, 5)
@@ -127,8 +130,9 @@ def test_candidate_scores_equal_dense_scores(model: EERCF) -> None:
     assert float(scores["frame_weights"][0, 0, 1:].abs().sum()) == 0.0  # video 4 has one frame
 
 
-def reference_loss(model: EERCF, text: torch.Tensor, feats: VideoFeatures) -> dict[str, float]:
-    w = model.config["eercf"]["loss"]
+def reference_loss(model: EERCF, text: torch.Tensor, feats: VideoFeatures,
+                   weights: LossWeights = LossWeights()) -> dict[str, float]:
+    w = weights.to_dict()
     s = math.exp(float(model.clip.logit_scale.detach()))
     n = text.shape[0]
     dense = [[reference_scores(model, text[i], feats, j) for j in range(n)] for i in range(n)]
@@ -197,10 +201,14 @@ def test_loss_matches_reference(model: EERCF, lengths) -> None:
 
 def test_loss_weights_are_configurable() -> None:
     torch.manual_seed(0)
-    m = EERCF(small_config(loss={"strong_patch": 0.5, "pearson_offdiag": 0.02, "pearson_patch": 1.0})).double()
+    m = EERCF(small_config()).double()
+    weights = LossWeights.from_dict({"strong_patch": 0.5, "pearson_offdiag": 0.02, "pearson_patch": 1.0})
     feats = random_features(5, seed=5)
     text = F.normalize(torch.randn(5, 32, dtype=torch.float64), dim=-1)
-    assert_close(float(m.loss(text, feats)["total"].detach()), reference_loss(m, text, feats)["total"])
+    assert_close(float(m.loss(text, feats, weights)["total"].detach()),
+                 reference_loss(m, text, feats, weights)["total"])
+    with pytest.raises(EercfError, match="unknown loss weight 'strong'"):
+        LossWeights.from_dict({"strong": 1.0})
 
 
 def test_strong_gates_are_detached(model: EERCF) -> None:

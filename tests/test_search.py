@@ -5,14 +5,16 @@ import json
 
 import pytest
 import torch
+
+import eercf
 import torch.nn.functional as F
 
 from eercf.cli import main
-from eercf.config import get_model_config
-from eercf.encode import encode_texts
+from eercf.model.config import get_model_config
+from eercf.model.encode import encode_texts
 from eercf.index import ModelInfo, VideoIndex
 from eercf.model import EERCF, VideoFeatures
-from eercf.tokenizer import CLIPTokenizer
+from eercf.model.tokenizer import CLIPTokenizer
 
 torch.set_num_threads(1)
 CAPTIONS = ["a red circle moves left", "a yellow star flashes", "a small green square",
@@ -27,7 +29,7 @@ def built(tmp_path_factory):
     torch.manual_seed(0)
     model = EERCF(get_model_config("tiny")).eval()
     model.tokenizer = CLIPTokenizer.train(CAPTIONS * 4, vocab_size=600)
-    model.save(root / "model")
+    eercf.save_model(model, root / "model")
     index = VideoIndex.create(root / "idx", ModelInfo.of(model, source=root / "model"))
     g = torch.Generator().manual_seed(1)
     n, frames, patches, dim = 12, 12, 16, 128
@@ -104,7 +106,7 @@ def test_cli_errors_are_one_line(built, tmp_path, capsys):
     torch.manual_seed(5)
     other = EERCF(get_model_config("tiny"))
     other.tokenizer = CLIPTokenizer.train(CAPTIONS, vocab_size=600)
-    other.save(tmp_path / "other")
+    eercf.save_model(other, tmp_path / "other")
     assert main(["search", str(root / "idx"), "x", "--model", str(tmp_path / "other")]) == 2
     err = capsys.readouterr().err
     assert "was built with model 'tiny'" in err and len(err.strip().splitlines()) == 1

@@ -6,11 +6,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from eercf.config import get_model_config
+from eercf.model.config import get_model_config
 from eercf.model import EERCF, VideoFeatures
-from eercf.similarity import LEVELS
+from eercf.model.similarity import LEVELS
 
 torch.set_num_threads(1)
+
+
+EVERY_LEVEL = {level: 1.0 for level in LEVELS}
 
 
 def test_candidate_scores_ignore_order_company_precision_and_levels() -> None:
@@ -33,17 +36,17 @@ def test_candidate_scores_ignore_order_company_precision_and_levels() -> None:
     text = unit(2, dim)
     picks = torch.randperm(n, generator=g)[:k]
     with torch.inference_mode():
-        reference = model.candidate_scores(text[:1], videos.index(picks), k)
+        reference = model.rerank(text[:1], videos.index(picks), k, EVERY_LEVEL)[1]
         for trial in range(3):
             order = torch.randperm(k, generator=g)
             source = stored if trial % 2 else videos
-            got = model.candidate_scores(text[:1], source.index(picks[order]), k)
+            got = model.rerank(text[:1], source.index(picks[order]), k, EVERY_LEVEL)[1]
             for key, value in reference.items():
                 assert torch.equal(got[key][0], value[0][order]), key
         others = torch.randperm(n, generator=g)[:k]
-        batch = model.candidate_scores(text, videos.index(torch.cat([picks, others])), k)
-        fused_only = model.candidate_scores(text[:1], stored.index(picks), k,
-                                            levels=("video", "frame_weak", "patch_weak"))
+        batch = model.rerank(text, videos.index(torch.cat([picks, others])), k, EVERY_LEVEL)[1]
+        fused_only = model.rerank(text[:1], stored.index(picks), k, {
+            "video": 1, "frame_weak": 1, "patch_weak": 1, "frame_strong": 0, "patch_strong": 0})[1]
     for key, value in reference.items():
         assert torch.equal(batch[key][:1], value), key
     assert set(fused_only) == {"video", "frame_weak", "patch_weak", "frame_weights",

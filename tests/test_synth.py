@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from eercf.data.datasets import load_dataset
-from eercf.data.synth import (CAPTION_KINDS, COLOURS, CORNER_MARGIN, CORNER_SIZE, TRAIN_KINDS,
-                              annotate, fits, make_synthetic, plan)
+from eercf.synthetic import make_synthetic
+from eercf.synthetic.render import CORNER_MARGIN, CORNER_SIZE
+from eercf.synthetic.scenes import CAPTION_KINDS, COLOURS, TRAIN_KINDS, annotate, fits, plan
 from eercf.data.video import decode_clip
 from eercf.errors import EercfError
 

@@ -7,6 +7,7 @@ import csv
 import gzip
 import html
 import re
+from importlib import resources
 from pathlib import Path
 
 import ftfy
@@ -15,12 +16,12 @@ import regex
 import torch
 from tokenizers import Tokenizer, models
 
+from conftest import SHARED_DATA
 from eercf.errors import EercfError
-from eercf.tokenizer import CLIPTokenizer
+from eercf.model.tokenizer import CLIPTokenizer
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-BPE_PATH = DATA / "clip" / "bpe_simple_vocab_16e6.txt.gz"
-CAPTIONS_CSV = DATA / "msrvtt_sample" / "MSRVTT_JSFUSION_test.csv"
+BPE_PATH = Path(str(resources.files("eercf.model") / "bpe_simple_vocab_16e6.txt.gz"))  # shipped
+CAPTIONS_CSV = SHARED_DATA / "msrvtt_sample" / "MSRVTT_JSFUSION_test.csv"
 
 MESSY = [
     "Tom &amp;amp; Jerry &lt;3 &quot;cartoons&quot; &#39;quoted&#39;",
@@ -121,10 +122,19 @@ def _captions() -> list[str]:
         return [row["sentence"] for row in csv.DictReader(f)]
 
 
+@pytest.mark.needs_shared
+def test_shipped_vocabulary_is_openais():
+    """The package's BPE file is OpenAI's, byte for byte (the copy in ../shared came from
+    OpenAI's repository), so a clone alone tokenises as CLIP does."""
+    assert BPE_PATH.read_bytes() == (SHARED_DATA / "clip" / "bpe_simple_vocab_16e6.txt.gz").read_bytes()
+    assert CLIPTokenizer.openai().vocab_size == 49408
+
+
 def test_special_ids_and_size(openai_tokenizer):
     assert (openai_tokenizer.sot_id, openai_tokenizer.eot_id, openai_tokenizer.vocab_size) == (49406, 49407, 49408)
 
 
+@pytest.mark.needs_shared
 def test_msrvtt_captions_match_reference(openai_tokenizer, reference):
     captions = _captions()
     assert len(captions) == 1000
@@ -178,6 +188,7 @@ def test_huggingface_style_file(openai_tokenizer, tmp_path, reference):
     assert torch.equal(hf.encode(MESSY, 77), reference.tokenize(MESSY, 77))
 
 
+@pytest.mark.needs_shared
 def test_trained_tokenizer():
     captions = _captions()
     tok = CLIPTokenizer.train(captions, vocab_size=1024)

@@ -37,7 +37,7 @@ def _keep_threads():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from eercf.data.synth import make_synthetic
+    from eercf.synthetic import make_synthetic
 
     out = tmp_path_factory.mktemp("train") / "synth"
     make_synthetic(out, videos=16, seed=0, size=32, progress=False)  # 13 train, 3 test
@@ -70,13 +70,18 @@ def assert_same_curve(a: list[dict], b: list[dict], count: int, rtol: float) -> 
 # ----------------------------------------------------------------------------- settings
 def test_presets_and_overrides():
     tiny = load_train_config(model="tiny")
-    assert tiny["init"] == "scratch" and tiny["model"] == "tiny"
+    assert tiny["init"] == "auto" and tiny["model"] == "tiny"  # auto: tiny has no release
     clip = load_train_config(model="ViT-B-32")
-    assert (clip["init"], clip["batch_size"], clip["lr"], clip["coef_lr"]) == ("pretrained", 240, 1e-4, 1e-3)
-    cfg = load_train_config("tiny", overrides=["lr=3e-3", "model_config.eercf.loss.strong_weight=0",
+    assert (clip["init"], clip["batch_size"], clip["lr"], clip["coef_lr"]) == ("auto", 240, 1e-4, 1e-3)
+    cfg = load_train_config("tiny", overrides=["lr=3e-3", "loss.strong_weight=0",
                                                "dataset=msvd", "betas=[0.9, 0.99]"])
     assert cfg["lr"] == 3e-3 and cfg["dataset"] == "msvd" and cfg["betas"] == [0.9, 0.99]
-    assert cfg["model_config"] == {"eercf": {"loss": {"strong_weight": 0}}}
+    assert cfg["loss"]["strong_weight"] == 0 and cfg["loss"]["weak_weight"] == 0.8
+    assert cfg["model_config"] == {}
+    with pytest.raises(EercfError, match="unknown setting in loss"):
+        apply_override(cfg, "loss.strongest=1")
+    with pytest.raises(EercfError, match="loss weight weak_weight must be a number"):
+        load_train_config("tiny", overrides=["loss.weak_weight=\"high\""])
     with pytest.raises(EercfError, match="unknown training setting"):
         apply_override(cfg, "learning_rate=1")
     with pytest.raises(EercfError, match="KEY=VALUE"):
@@ -95,14 +100,14 @@ def test_config_file_over_preset(tmp_path: Path):
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"model": "tiny", "epochs": 9}))
     cfg = load_train_config(str(path))
-    assert cfg["epochs"] == 9 and cfg["init"] == "scratch"
+    assert cfg["epochs"] == 9 and cfg["init"] == "auto"
     path.write_text(json.dumps({"epoch": 9}))
     with pytest.raises(EercfError, match="unknown training setting"):
         load_train_config(str(path))
 
 
 def test_param_groups_and_schedule():
-    from eercf.config import get_model_config, merge
+    from eercf.model.config import get_model_config, merge
     from eercf.model import EERCF
 
     model = EERCF(merge(get_model_config("tiny"), MICRO))

@@ -12,12 +12,15 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SHARED_DATA
 from eercf.cli import main
-from eercf.data.video import (CLIP_MEAN, CLIP_STD, decode_clip, folder_images, load_clip,
-                              preprocess, probe, resize_crop, sample_times)
+from eercf.data.clips import preprocess, resize_crop, sample_times
+from eercf.data.video import decode_clip, folder_images, load_clip, probe
+from eercf.model.transform import CLIP_MEAN, CLIP_STD
 from eercf.errors import EercfError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "msrvtt_sample"
+DATA = SHARED_DATA / "msrvtt_sample"
+pytestmark = pytest.mark.needs_shared
 CLIP_9770 = DATA / "videos" / "video9770.mp4"  # 11.0 s, 30 fps, 320x240
 CLIP_9771 = DATA / "videos" / "video9771.mp4"  # 13.98 s, 29.97 fps, keyframes at 0 and 6.5 s
 FOLDER_7020 = DATA / "frames" / "video7020"  # 35 JPEG frames, 298x224

@@ -11,11 +11,13 @@ from .errors import EercfError  # noqa: E402
 # Public names imported on first use, so that ``import eercf`` (and ``eercf --help``) stays
 # fast without torch. Add an entry here to export another name: name -> module.
 _LAZY = {
-    "load_model": "eercf.checkpoint",
-    "save_model": "eercf.checkpoint",
+    "load_model": "eercf.weights",
+    "save_model": "eercf.weights",
     "EERCF": "eercf.model",
     "VideoFeatures": "eercf.model",
-    "CLIPTokenizer": "eercf.tokenizer",
+    "VideoTransform": "eercf.model",
+    "LossWeights": "eercf.model",
+    "CLIPTokenizer": "eercf.model.tokenizer",
     "VideoIndex": "eercf.index",
 }
 

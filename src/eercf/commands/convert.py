@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import convert
+    from ..weights import convert
 
     info = convert(args.source, args.destination, tokenizer=args.tokenizer, progress=True)
     if args.json:

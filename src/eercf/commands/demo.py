@@ -37,17 +37,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _invoke(argv: list[str], capture: bool = False) -> str:
-    """Run one ``eercf`` command in this process, echoing it first; raise on failure."""
-    from ..cli import main
-    from ..errors import EercfError
+    """Run one ``eercf`` command (one of the steps) in this process, echoing it first; a
+    failing step raises its error, which ends the demo with that one line."""
+    from . import eval as eval_command
+    from . import index, synth, train
 
+    parser = argparse.ArgumentParser(prog="eercf")
+    steps = parser.add_subparsers(dest="command")
+    for command in (synth, train, eval_command, index):
+        command.register(steps)
+    args = parser.parse_args(argv)
     print(f"\n$ eercf {shlex.join(argv)}", file=sys.stderr, flush=True)
     out = io.StringIO()
     # a step's own report goes to stderr with its progress: stdout is the demo's summary
     with contextlib.redirect_stdout(out if capture else sys.stderr):
-        code = main(argv)
-    if code:
-        raise EercfError(f"demo step `eercf {argv[0]}` failed (exit {code})")
+        args.func(args)
     return out.getvalue()
 
 

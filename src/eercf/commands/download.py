@@ -12,10 +12,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fetch NAME: ViT-B-32 or ViT-B-16 (OpenAI's release, sha256-checked) or "
                     "hf:owner/repo (a Hugging Face CLIP repository, checked against its file "
                     "listing). An interrupted download resumes. The files are cached in "
-                    "$EERCF_HOME (default ~/.cache/eercf) and converted into DST; the tokenizer "
-                    "is cached too, for load_model of checkpoints that carry none.")
+                    "$EERCF_HOME (default ~/.cache/eercf) and converted into its models/NAME/, "
+                    "which is what NAME then means to every command (--model NAME); with DST "
+                    "a copy of the checkpoint goes there too.")
     p.add_argument("name", metavar="NAME", help="ViT-B-32, ViT-B-16 or hf:owner/repo")
-    p.add_argument("destination", metavar="DST", help="output folder")
+    p.add_argument("destination", metavar="DST", nargs="?",
+                   help="also write the checkpoint here (with --raw: the files as published)")
     p.add_argument("--raw", action="store_true",
                    help="put the files as published into DST instead of converting them")
     p.add_argument("--base-url", metavar="URL",
@@ -25,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..download import download
+    from ..weights.pretrained import download
 
     info = download(args.name, args.destination, raw=args.raw, base_url=args.base_url)
     if args.json:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import EercfError
+from ._common import parse_weights
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "multi-caption protocol, for stage 1 alone (video), two-stage retrieval "
                     "(recall top K, re-rank) and the fused score of every pair (all_pairs).")
     p.add_argument("--checkpoint", required=True, metavar="C",
-                   help="a checkpoint folder or file, or a training run folder (its best/ "
-                        "checkpoint, else its last checkpoints/epoch-N/)")
+                   help="a checkpoint folder or file, a training run folder (its best/ "
+                        "checkpoint, else its last checkpoints/epoch-N/), or a downloaded "
+                        "model's name")
     p.add_argument("--data", required=True, metavar="D", help="the dataset's root folder")
     p.add_argument("--dataset", default="msrvtt",
                    help="dataset layout: msrvtt (default), msvd, didemo, activitynet, vatex, "
@@ -36,55 +38,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="change a stage-2 fusion weight for this evaluation (levels: video, "
                         "frame_weak, frame_strong, patch_weak, patch_strong), e.g. "
                         "patch_weak=0; repeatable")
-    p.add_argument("--frames", type=int, default=None, help="frames per video (default: the model's)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames per video (default: the model's transform)")
     p.add_argument("--fps", type=float, default=None,
                    help="sample at this rate, capped to --frames; 0 = uniformly over the video "
-                        "(default: the frame rate the run was trained with, else uniform)")
+                        "(default: the model's transform, i.e. as it was trained)")
     p.add_argument("--batch-size", type=int, default=16, help="videos per encoding batch")
     p.add_argument("--workers", type=int, default=2, help="decoding worker processes")
     p.add_argument("--cache-dir", default=None,
                    help="decoded frame cache folder (default: the one eercf train uses, "
-                        "$EERCF_CACHE/frames or ~/.cache/eercf/frames)")
+                        "$EERCF_HOME/frames or ~/.cache/eercf/frames)")
     p.add_argument("--no-cache", action="store_true", help="decode every video, write no cache")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
-    p.add_argument("--bf16", action="store_true",
-                   help="encode under bf16 autocast (GPU); an index must be built the same way "
-                        "for its search to rank exactly as this evaluation")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help="encode videos in this precision (default: the model's transform, as "
+                        "`eercf index` does; bf16 is for GPUs)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(func=run)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A training run folder means its ``best/`` checkpoint, else its last ``checkpoints/epoch-N/``;
-    anything else is taken as a checkpoint itself."""
-    path = Path(path)
-    if not path.exists():
-        raise EercfError(f"checkpoint {path} not found")
-    if path.is_dir() and (path / "best").is_dir():
-        return path / "best"
-    if path.is_dir() and (path / "checkpoints").is_dir():
-        epochs = [p for p in (path / "checkpoints").iterdir()
-                  if p.is_dir() and re.fullmatch(r"epoch-\d+", p.name)]
-        if not epochs:
-            raise EercfError(f"training run {path} has no best/ and no checkpoints/epoch-N/ yet")
-        return max(epochs, key=lambda p: int(p.name.split("-")[1]))
-    return path
-
-
-def training_frame_rate(checkpoint: Path) -> tuple[float | None, Path | None]:
-    """The ``frame_rate`` of the training run a checkpoint belongs to (``RUN/config.json``
-    beside ``RUN/best/`` or above ``RUN/checkpoints/epoch-N/``), so evaluation samples frames
-    the way the model was trained; ``(None, None)`` outside a run folder."""
-    for run in (checkpoint.parent, checkpoint.parent.parent):
-        config = run / "config.json"
-        if config.is_file():
-            try:
-                settings = json.loads(config.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(settings, dict) and "frame_rate" in settings:
-                return settings["frame_rate"], config
-    return None, None
 
 
 def format_table(results: dict, summary: str) -> str:
@@ -107,10 +77,10 @@ def format_table(results: dict, summary: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..checkpoint import load_model
     from ..data.datasets import load_dataset
-    from ..data.frames import default_cache_dir
-    from ..evaluate import MODES, encode_records, score_modes
+    from ..evaluation import MODES, encode_records, score_modes
+    from ..paths import frames_dir
+    from ..weights import load_model, resolve
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
@@ -123,41 +93,33 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise EercfError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    weights = {}
-    for item in args.weights:
-        level, sep, value = item.partition("=")
-        try:
-            weights[level.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise EercfError(f"--weights {item!r}: expected LEVEL=NUMBER, e.g. patch_weak=0")
+    weights = parse_weights(args.weights, "--weights")
     if args.no_cache and args.cache_dir:
         raise EercfError("--cache-dir and --no-cache contradict each other: give one")
     data = Path(args.data)
     if not data.is_dir():
         raise EercfError(f"data folder {data} not found")
-    checkpoint = resolve_checkpoint(args.checkpoint)
+    checkpoint = resolve(args.checkpoint)
     records = load_dataset(args.dataset, data, split=args.split)
     if not records:
         raise EercfError(f"split {args.split!r} of {data} ({args.dataset}) has no videos")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(checkpoint, device=device)
-    fps, fps_source = (args.fps, None) if args.fps is not None else training_frame_rate(checkpoint)
-    fps = fps or None  # 0 means uniform sampling
-    cache_dir = None if args.no_cache else (args.cache_dir or str(default_cache_dir()))
-    encoded = encode_records(model, records, batch_size=args.batch_size, workers=args.workers,
-                             num_frames=args.frames, fps=fps, cache_dir=cache_dir,
-                             dtype=torch.bfloat16 if args.bf16 else None)
+    transform = model.transform.with_options(frames=args.frames, precision=args.precision)
+    if args.fps is not None:  # 0: uniform
+        transform = replace(transform, fps=args.fps or None)
+    if transform.frames > model.max_frames:
+        raise EercfError(f"--frames {transform.frames} exceeds the model's {model.max_frames}")
+    cache_dir = None if args.no_cache else (args.cache_dir or str(frames_dir()))
+    encoded = encode_records(model, records, transform=transform, batch_size=args.batch_size,
+                             workers=args.workers, cache_dir=cache_dir)
     results = score_modes(model, encoded.text, encoded.caption_video, encoded.videos,
                           modes=modes, topk=args.topk, dual_softmax=args.dual_softmax,
                           weights=weights or None)
-    sampling = f"at {fps:g} fps" if fps else "uniformly"
-    if fps and fps_source:
-        sampling += f" (frame_rate of {fps_source})"
+    sampling = f"at {transform.fps:g} fps" if transform.fps else "uniformly"
     summary = (f"{checkpoint}: {args.dataset} {args.split}, {len(encoded.video_ids)} videos, "
                f"{len(encoded.captions)} captions, {len(encoded.failed)} failed; "
-               f"{args.frames or model.max_frames} frames {sampling}; "
+               f"{transform.frames} frames {sampling}, {transform.precision}; "
                f"encoding {encoded.seconds:.1f} s")
     if args.json:
         print(summary, file=sys.stderr)

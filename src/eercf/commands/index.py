@@ -5,7 +5,6 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,10 +12,6 @@ from ..errors import EercfError
 
 if TYPE_CHECKING:
     from ..data.datasets import VideoRecord
-    from ..index import VideoIndex
-    from ..model import EERCF
-
-SAVE_STAGE1_EVERY = 60.0  # seconds between stage-1 file writes during a long run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="SOURCE", nargs="?",
                    help="folder of videos, list file, or dataset root (with --dataset)")
     p.add_argument("--index", required=True, metavar="DIR", help="index folder")
-    p.add_argument("--model", help="model: checkpoint folder, .pt/.bin file or config name "
-                                   "(required to create an index; default: the index's)")
+    p.add_argument("--model", help="model: a checkpoint folder or file, a training run folder, "
+                                   "or a downloaded model's name (required to create an index; "
+                                   "default: the index's)")
     p.add_argument("--dataset", help="read SOURCE as a benchmark (msrvtt, msvd, didemo, "
                                      "activitynet, vatex, lsmdc, generic)")
     p.add_argument("--split", default="test", help="dataset split (default test)")
@@ -45,9 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="videos per batch and commit (default 16)")
     p.add_argument("--workers", type=int, default=2, help="decoding worker processes (default 2)")
     p.add_argument("--frames", type=int, default=None,
-                   help="frames sampled per video (default: the model's max_frames)")
+                   help="frames sampled per video, when creating (default: the model's transform)")
     p.add_argument("--fps", type=float, default=None,
-                   help="sample at this rate, capped to --frames (default: uniform over the video)")
+                   help="sample at this rate, capped to --frames, when creating (default: the "
+                        "model's transform: the rate it was trained with, else uniform)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help="encode in this precision, when creating (default: the model's transform)")
     p.add_argument("--device", default=None, help="torch device for encoding (default cpu)")
     p.add_argument("--remove", nargs="+", metavar="ID", help="remove these video ids instead")
     p.add_argument("--reindex", action="store_true",
@@ -90,107 +89,54 @@ def _maintain(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add(args: argparse.Namespace) -> dict[str, Any]:
-    from ..checkpoint import load_model
     from ..index import MANIFEST, ModelInfo, VideoIndex
+    from ..index.ingest import ingest
+    from ..weights import load_model
 
     if not args.source:
         raise EercfError("SOURCE is required (a folder of videos, a list file, or a dataset root)")
     if args.batch_size < 1 or args.workers < 0:
         raise EercfError("--batch-size must be >= 1 and --workers >= 0")
+    if args.frames is not None and args.frames < 1:
+        raise EercfError(f"--frames must be at least 1, got {args.frames}")
     records = _records(args)
     folder = Path(args.index)
+    changes = {"frames": args.frames, "fps": args.fps, "precision": args.precision}
     if (folder / MANIFEST).exists():
         index = VideoIndex.open(folder)
         model = load_model(args.model) if args.model else index.model()
-        index.check_model(model)
+        recorded = index.model_info.video_transform(model)
+        if recorded.with_options(**changes) != recorded:
+            raise EercfError(f"index {folder} samples videos as {recorded.to_dict()}; "
+                             "--frames/--fps/--precision only apply when creating an index")
     else:
         if not args.model:
             raise EercfError(f"--model is needed to create the index {folder}")
         model = load_model(args.model)
-        index = VideoIndex.create(folder, ModelInfo.of(model, source=args.model),
+        transform = model.transform.with_options(**changes)
+        if transform.frames > model.max_frames:
+            raise EercfError(f"--frames {transform.frames} exceeds the model's {model.max_frames}")
+        index = VideoIndex.create(folder, ModelInfo.of(model, source=args.model, transform=transform),
                                   args.index_factory or "Flat", args.search_params or "")
     if args.device:
         model = model.to(args.device)
-    with index.writing():  # one writer: nobody else adds what this run is about to add
-        return _encode_and_add(args, index, model, records)
-
-
-def _encode_and_add(args: argparse.Namespace, index: "VideoIndex", model: "EERCF",
-                    records: list["VideoRecord"]) -> dict[str, Any]:
-    from ..data.loader import VideoClips, make_loader
-    from ..encode import encode_videos
-
-    present = set(index.ids())
-    todo = [r for r in records if r.video_id not in present]
-    summary: dict[str, Any] = {"index": str(index.folder), "source": args.source, "added": 0,
-                               "skipped": len(records) - len(todo), "failed": []}
-    started = time.perf_counter()
-    if todo:
-        config = model.config
-        clips = VideoClips(todo, num_frames=args.frames or config["eercf"]["max_frames"],
-                           fps=args.fps, image_size=config["vision"]["image_size"],
-                           mean=config["preprocess"]["mean"], std=config["preprocess"]["std"])
-        # the index holds a Lance dataset, whose threads make forking unsafe
-        loader = make_loader(clips, batch_size=args.batch_size, workers=args.workers,
-                             start_method="forkserver")
-        last_save = time.monotonic()
-        for batch, features in encode_videos(model, loader):
-            summary["failed"].extend({"video": f["video_id"], "path": f["path"],
-                                      "error": f["reason"]} for f in batch["failed"])
-            if features is None:
-                continue
-            rows = [todo[int(i)] for i in batch["index"]]
-            save = time.monotonic() - last_save > SAVE_STAGE1_EVERY
-            summary["added"] += index.add(
-                [r.video_id for r in rows], [str(r.path) for r in rows],
-                batch.get("duration") or [None] * len(rows), batch["timestamps"], features,
-                [{"captions": r.captions} if r.captions else None for r in rows],
-                save_stage1=save)
-            last_save = time.monotonic() if save else last_save
-        index.save_stage1()
-    summary["videos"] = len(index)
-    summary["seconds"] = round(time.perf_counter() - started, 3)
-    return summary
+    summary = ingest(index, model, records, batch_size=args.batch_size, workers=args.workers)
+    return {"index": str(index.folder), "source": args.source, **summary}
 
 
 def _records(args: argparse.Namespace) -> list["VideoRecord"]:
-    """The videos of SOURCE: a dataset split, a list file, or a folder searched recursively.
-    Ids are file stems, or paths relative to the folder where stems collide."""
-    from ..data.datasets import VideoRecord, load_dataset
-    from ..data.video import VIDEO_EXTENSIONS
+    """The videos of SOURCE: a dataset split, or videos found in a folder or list file."""
+    from ..data.datasets import load_dataset
+    from ..data.sources import find_videos
 
     source = Path(args.source)
     if args.dataset:
         records = load_dataset(args.dataset, source, args.split)
     else:
-        if source.is_dir():
-            base = source
-            paths = sorted(p for p in source.rglob("*")
-                           if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-            what = f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {source}"
-        elif source.is_file():
-            base = source.parent
-            lines = [line.strip() for line in source.read_text(errors="replace").splitlines()]
-            paths = [base / line for line in lines if line and not line.startswith("#")]
-            what = f"list file {source} names no video"
-        else:
-            raise EercfError(f"SOURCE {source} does not exist")
-        if not paths:
-            raise EercfError(what)
-        paths = list(dict.fromkeys(paths))
-        stems = Counter(p.stem for p in paths)
-        records = [VideoRecord(video_id=p.stem if stems[p.stem] == 1 else _relative_id(p, base),
-                               path=p, captions=[], split="") for p in paths]
+        records = find_videos(source)
     if not records:
         raise EercfError(f"no videos in {source}" + (f" (split {args.split})" if args.dataset else ""))
     return records
-
-
-def _relative_id(path: Path, base: Path) -> str:
-    try:
-        return path.resolve().relative_to(base.resolve()).with_suffix("").as_posix()
-    except ValueError:
-        return path.with_suffix("").as_posix()
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

@@ -6,10 +6,10 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from ..errors import EercfError
+from ._common import parse_weights
 
 if TYPE_CHECKING:
-    from ..search import Hit, SearchResult
+    from ..index.search import Hit, SearchResult
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -36,27 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_weights(items: list[str]) -> dict[str, float]:
-    """``["frame_weak=1", ...]`` -> ``{"frame_weak": 1.0}`` (level names are checked by the search)."""
-    weights = {}
-    for item in items:
-        level, sep, value = item.partition("=")
-        if not sep:
-            raise EercfError(f"--weight {item!r}: expected LEVEL=W")
-        try:
-            weights[level] = float(value)
-        except ValueError:
-            raise EercfError(f"--weight {item!r}: {value!r} is not a number") from None
-    return weights
-
-
 def run(args: argparse.Namespace) -> int:
     from ..index import VideoIndex
 
-    weights = parse_weights(args.weight)
+    weights = parse_weights(args.weight, "--weight")
     index = VideoIndex.open(args.index)
     if args.model is not None:
-        from ..checkpoint import load_model
+        from ..weights import load_model
         model = load_model(args.model, device=args.device)
     else:
         model = index.model()

@@ -1,4 +1,4 @@
-"""``eercf synth``: write the synthetic benchmark (MSR-VTT layout) of ``eercf.data.synth``."""
+"""``eercf synth``: write the synthetic benchmark (MSR-VTT layout) of ``eercf.synthetic``."""
 from __future__ import annotations
 
 import argparse
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.synth import contact_sheet, make_synthetic
+    from ..synthetic import contact_sheet, make_synthetic
 
     summary = make_synthetic(args.out, args.videos, args.seed, size=args.size,
                              test_fraction=args.test_fraction, captions_per_video=args.captions,

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting (dotted keys inside model_config, e.g. "
-                        "model_config.eercf.loss.strong_weight=0); repeatable")
+                        "loss.strong_weight=0); repeatable")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its latest checkpoint (its settings, "
                         "plus any given here)")

@@ -1,5 +1,6 @@
-"""Video and dataset ingestion: decoding and sampling (``video``), benchmark readers
-(``datasets``), PyTorch loaders (``loader``), the frame cache (``frames``).
+"""Video and dataset ingestion: sampling and pixels (``clips``), decoding (``video``), benchmark
+readers (``datasets``), videos found in a folder or list (``sources``), PyTorch loaders
+(``loader``), the frame cache (``frames``), batches of similar videos (``batching``).
 
 Names are imported on first use, so ``import eercf.data`` stays cheap for the CLI.
 """
@@ -9,9 +10,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "CLIP_MEAN": "video", "CLIP_STD": "video", "SampledClip": "video", "DecodedClip": "video",
-    "load_clip": "video", "decode_clip": "video", "probe": "video", "preprocess": "video",
-    "sample_times": "video",
+    "SampledClip": "clips", "DecodedClip": "clips", "preprocess": "clips",
+    "sample_times": "clips", "load_clip": "video", "decode_clip": "video", "probe": "video",
+    "find_videos": "sources",
     "VideoRecord": "datasets", "load_dataset": "datasets", "DATASETS": "datasets",
     "DatasetWarning": "datasets",
     "CaptionPairs": "loader", "VideoClips": "loader", "EpochSampler": "loader",

@@ -19,17 +19,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .video import DecodedClip
+from .clips import DecodedClip
 
 CACHE_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    """Where decoded frames are kept between runs, shared by training and evaluation:
-    ``$EERCF_CACHE/frames``, else ``$XDG_CACHE_HOME/eercf/frames`` (``~/.cache/eercf/frames``)."""
-    root = os.environ.get("EERCF_CACHE") or Path(
-        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "eercf"
-    return Path(root) / "frames"
 
 
 class FrameCache:

@@ -21,22 +21,22 @@ from ..errors import EercfError
 from .batching import similar_groups
 from .datasets import VideoRecord
 from .frames import FrameCache
-from .video import CLIP_MEAN, CLIP_STD, SampledClip, decode_clip
+from ..model.transform import VideoTransform
+from .clips import SampledClip
+from .video import decode_clip
 
 logger = logging.getLogger("eercf.data")
 
 
 class _ClipDataset(Dataset):
-    """Decoding settings, the optional frame cache, and failure handling shared by both datasets."""
+    """Sampling with a model's :class:`~eercf.model.VideoTransform`, the optional frame cache,
+    and failure handling shared by both datasets."""
 
-    def __init__(self, records: Sequence[VideoRecord], *, num_frames: int = 12,
-                 fps: float | None = None, image_size: int = 224,
-                 mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD,
+    def __init__(self, records: Sequence[VideoRecord], transform: VideoTransform, *,
                  timeout: float = 30.0, folder_fps: float = 1.0,
                  cache_dir: str | Path | None = None):
         self.records = list(records)
-        self.num_frames, self.fps, self.image_size = num_frames, fps, image_size
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.transform = transform
         self.timeout, self.folder_fps = timeout, folder_fps
         self.cache = FrameCache(cache_dir) if cache_dir is not None else None
         self._failed: dict[int, str] = {}  # video index -> reason, so a bad video is tried once
@@ -49,8 +49,8 @@ class _ClipDataset(Dataset):
 
     def clip(self, video_index: int) -> SampledClip:
         """The model input of video ``video_index`` (from the cache when it holds it)."""
-        record = self.records[video_index]
-        settings = {"num_frames": self.num_frames, "fps": self.fps, "image_size": self.image_size,
+        record, t = self.records[video_index], self.transform
+        settings = {"num_frames": t.frames, "fps": t.fps, "image_size": t.image_size,
                     "span": record.span, "folder_fps": self.folder_fps}
         key = self.cache.key(record.path, **settings) if self.cache and record.path.exists() else None
         decoded = self.cache.get(key) if key else None
@@ -58,7 +58,11 @@ class _ClipDataset(Dataset):
             decoded = decode_clip(record.path, timeout=self.timeout, **settings)
             if key:
                 self.cache.put(key, decoded)
-        return decoded.to_sampled(self.num_frames, self.mean, self.std)
+        return decoded.to_sampled(t.frames, t.mean, t.std)
+
+    def _empty_frames(self) -> dict[str, torch.Tensor]:
+        n, size = self.transform.frames, self.transform.image_size
+        return {"frames": torch.zeros(0, n, 3, size, size), "mask": torch.zeros(0, n, dtype=torch.bool)}
 
     def _try_clip(self, video_index: int) -> SampledClip | dict[str, Any]:
         reason = self._failed.get(video_index)
@@ -72,8 +76,8 @@ class _ClipDataset(Dataset):
 
 
 class VideoClips(_ClipDataset):
-    """One item per video: ``frames [F, 3, S, S]``, ``mask [F]``, ``timestamps``, ``video_id``,
-    ``index`` (position in ``records``) and ``path``."""
+    """One item per video: ``frames [F, 3, S, S]``, ``mask [F]``, ``timestamps``, ``duration``
+    (seconds), ``video_id``, ``index`` (position in ``records``) and ``path``."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -84,21 +88,20 @@ class VideoClips(_ClipDataset):
             return {"failed": clip}
         record = self.records[index]
         return {"frames": clip.frames, "mask": clip.mask, "timestamps": clip.timestamps,
-                "video_id": record.video_id, "index": index, "path": str(record.path)}
+                "duration": clip.duration, "video_id": record.video_id, "index": index,
+                "path": str(record.path)}
 
     def empty_batch(self) -> dict[str, Any]:
-        size = self.image_size
-        return {"frames": torch.zeros(0, self.num_frames, 3, size, size),
-                "mask": torch.zeros(0, self.num_frames, dtype=torch.bool), "timestamps": [],
-                "video_id": [], "index": torch.zeros(0, dtype=torch.long), "path": []}
+        return {**self._empty_frames(), "timestamps": [], "duration": [], "video_id": [],
+                "index": torch.zeros(0, dtype=torch.long), "path": []}
 
 
 class CaptionPairs(_ClipDataset):
     """One item per (video, caption) pair, every caption of every video ("expanded" training):
     ``frames``, ``mask``, ``caption`` and ``video_index`` (position in ``records``)."""
 
-    def __init__(self, records: Sequence[VideoRecord], **settings):
-        super().__init__(records, **settings)
+    def __init__(self, records: Sequence[VideoRecord], transform: VideoTransform, **settings):
+        super().__init__(records, transform, **settings)
         self.pairs = [(v, c) for v, record in enumerate(self.records)
                       for c in range(len(record.captions))]
 
@@ -115,9 +118,7 @@ class CaptionPairs(_ClipDataset):
                 "video_index": video_index}
 
     def empty_batch(self) -> dict[str, Any]:
-        size = self.image_size
-        return {"frames": torch.zeros(0, self.num_frames, 3, size, size),
-                "mask": torch.zeros(0, self.num_frames, dtype=torch.bool), "caption": [],
+        return {**self._empty_frames(), "caption": [],
                 "video_index": torch.zeros(0, dtype=torch.long)}
 
 

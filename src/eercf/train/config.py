@@ -8,11 +8,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..config import merge
 from ..errors import EercfError
+from ..model.config import merge
+from ..model.loss import LossWeights
 
 # Keys whose value is a free-form dict: overrides may add keys inside them.
 OPEN_KEYS = ("model_config", "dataset_options")
+# Keys whose value is a dict of known settings: overrides may change those (``loss.strong_weight=0``).
+NESTED_KEYS = ("loss",)
 
 
 def _preset_dir() -> Path:
@@ -67,7 +70,7 @@ def _parse_value(text: str) -> Any:
 def apply_override(config: dict[str, Any], assignment: str) -> dict[str, Any]:
     """``config`` with ``key=value`` applied (``key`` dotted for nested settings, ``value``
     JSON or a bare string). Unknown keys are refused, except inside ``model_config`` and
-    ``dataset_options``, which are free-form."""
+    ``dataset_options``, which are free-form; ``loss.NAME`` sets one loss weight."""
     key, sep, value = assignment.partition("=")
     if not sep or not key:
         raise EercfError(f"--set {assignment!r}: expected KEY=VALUE")
@@ -75,8 +78,11 @@ def apply_override(config: dict[str, Any], assignment: str) -> dict[str, Any]:
     if path[0] not in config:
         raise EercfError(f"--set {key}: unknown training setting "
                          f"(known: {', '.join(sorted(config))})")
-    if len(path) > 1 and path[0] not in OPEN_KEYS:
+    if len(path) > 1 and path[0] not in OPEN_KEYS + NESTED_KEYS:
         raise EercfError(f"--set {key}: {path[0]} has no sub-settings")
+    if len(path) > 1 and path[0] in NESTED_KEYS and (len(path) > 2 or path[1] not in config[path[0]]):
+        raise EercfError(f"--set {key}: unknown setting in {path[0]} "
+                         f"(known: {', '.join(sorted(config[path[0]]))})")
     override: dict[str, Any] = {}
     node = override
     for part in path[:-1]:
@@ -132,8 +138,11 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise EercfError(f"gate_anneal is a fraction of the steps (0 to 1), got {anneal!r}")
     if cfg["warmup"] >= 1:
         raise EercfError(f"warmup is a fraction of the steps (0 <= warmup < 1), got {cfg['warmup']}")
-    if cfg["init"] not in ("scratch", "pretrained"):
-        raise EercfError(f"init must be 'scratch' or 'pretrained', got {cfg['init']!r}")
+    if cfg["init"] not in ("auto", "scratch", "pretrained"):
+        raise EercfError(f"init must be auto, scratch or pretrained, got {cfg['init']!r}")
+    if not isinstance(cfg["loss"], dict):
+        raise EercfError(f"loss must be an object of loss weights, got {cfg['loss']!r}")
+    LossWeights.from_dict(cfg["loss"])
     if cfg["precision"] not in ("auto", "fp32", "bf16"):
         raise EercfError(f"precision must be auto, fp32 or bf16, got {cfg['precision']!r}")
     if cfg["frame_rate"] is not None and not (isinstance(cfg["frame_rate"], (int, float))

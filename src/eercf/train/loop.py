@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
-import shutil
 import sys
 import time
 import warnings
@@ -26,20 +24,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import get_model_config, merge
-from ..data.frames import default_cache_dir
 from ..errors import EercfError
+from ..model import LossWeights
+from ..paths import frames_dir
+from ..weights import save_model
 from .distributed import (Distributed, all_gather_with_grad, average_gradients, barrier,
                           broadcast_object, close_distributed, init_distributed)
 from .optim import make_optimizer, make_scheduler
+from .setup import build_model
+from .state import TRAINER_STATE, latest_checkpoint, restore_rng, rng_state, trim_log, write_checkpoint
 
 if TYPE_CHECKING:
-    from ..similarity import Temperatures
+    from ..model import Temperatures
 
-TRAINER_STATE = "trainer.pt"
-# Model settings a loaded checkpoint may change (the rest would not fit its weights).
-PRETRAINED_OVERRIDABLE = ("eercf",)
-PRETRAINED_FIXED_METHOD = ("max_frames", "temporal_layers", "max_words")
 
 
 def _get(results: dict, dotted: str) -> float:
@@ -69,7 +66,7 @@ class Trainer:
             torch.set_num_threads(int(cfg["threads"]))
         self.autocast = (torch.bfloat16 if cfg["precision"] == "bf16" or (
             cfg["precision"] == "auto" and dist.device.type == "cuda") else None)
-        resume_from = self._latest_checkpoint() if resume else None
+        resume_from = latest_checkpoint(self.out / "checkpoints") if resume else None
         if resume and resume_from is None:
             raise EercfError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
         if not resume and dist.main and (self.out / "checkpoints").exists():
@@ -78,10 +75,12 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self._seed_everything(cfg["seed"])
         self.train_records = self._records(cfg["train_split"])
-        self.model = self._build_model(resume_from)
+        self.model = build_model(cfg, self.out, dist, self.train_records, resume_from,
+                                 bf16=self.autocast is not None, progress=self.progress)
+        self.loss_weights = LossWeights.from_dict(cfg["loss"])
         self._check_sizes()
         self.val_records = self._records(cfg["val_split"]) if cfg["validate"] else []
-        self.cache_dir = Path(cfg["cache_dir"]) if cfg["cache_dir"] else default_cache_dir()
+        self.cache_dir = Path(cfg["cache_dir"]) if cfg["cache_dir"] else frames_dir()
         self.train_records = self._predecode(self.train_records, "train")
         if self.val_records:
             self.val_records = self._predecode(self.val_records, "validation")
@@ -118,45 +117,6 @@ class Trainer:
             return load_dataset(self.cfg["dataset"], self.cfg["data"], split,
                                 **self.cfg["dataset_options"])
 
-    def _build_model(self, resume_from: Path | None):
-        from ..checkpoint import load_model
-        from ..model import EERCF
-        from ..similarity import Temperatures
-        from ..tokenizer import CLIPTokenizer
-
-        cfg = self.cfg
-        if resume_from is not None:
-            model = load_model(resume_from)
-        elif cfg["init"] == "scratch":
-            model = EERCF(merge(get_model_config(cfg["model"]), cfg["model_config"]))
-            if cfg["tokenizer"]:
-                model.tokenizer = CLIPTokenizer.from_file(cfg["tokenizer"])
-            else:
-                # a BPE of the training captions, learnt once and shared with every process
-                path = self.out / "tokenizer.json"
-                if self.dist.main:
-                    captions = [c for r in self.train_records for c in r.captions]
-                    CLIPTokenizer.train(captions, model.config["text"]["vocab_size"]).save(path)
-                barrier()
-                model.tokenizer = CLIPTokenizer.from_file(path)
-        else:
-            model = load_model(cfg["model"], tokenizer=cfg["tokenizer"])
-            override = cfg["model_config"]
-            bad = sorted(set(override) - set(PRETRAINED_OVERRIDABLE)) + sorted(
-                set(override.get("eercf", {})) & set(PRETRAINED_FIXED_METHOD))
-            if bad:
-                raise EercfError(f"model_config: {', '.join(bad)} cannot change on a loaded "
-                                 "checkpoint (its weights fix them)")
-            model.config = merge(model.config, override)
-            model.temperatures = Temperatures.from_config(model.config["eercf"])
-        if model.tokenizer is None:
-            raise EercfError(f"model {cfg['model']} has no tokenizer: set tokenizer=PATH")
-        model.to(self.dist.device)
-        if self.dist.world > 1:  # identical start on every process, whatever the init RNG did
-            for tensor in list(model.parameters()) + list(model.buffers()):
-                torch.distributed.broadcast(tensor.data, 0)
-        return model
-
     def _check_sizes(self) -> None:
         per_step = self.dist.world * self.cfg["grad_accum"]
         if self.cfg["batch_size"] % per_step:
@@ -165,18 +125,12 @@ class Trainer:
                              "accumulation steps")
         self.micro_batch = self.cfg["batch_size"] // per_step
 
-    def _clip_settings(self) -> dict[str, Any]:
-        config = self.model.config
-        return {"num_frames": self.model.max_frames, "fps": self.cfg["frame_rate"],
-                "image_size": config["vision"]["image_size"],
-                "mean": config["preprocess"]["mean"], "std": config["preprocess"]["std"]}
-
     def _predecode(self, records, what: str):
         """Decode every video once into the frame cache (each process a share), so epochs
         read small cached files; videos that fail are reported and left out of the run."""
         from ..data.loader import VideoClips, make_loader
 
-        clips = VideoClips(records, **self._clip_settings())
+        clips = VideoClips(records, self.model.transform)
         share = list(range(self.dist.rank, len(records), self.dist.world))
         loader = make_loader(clips, batch_size=16, workers=self.cfg["workers"],
                              cache_dir=self.cache_dir, sampler=share)
@@ -206,7 +160,7 @@ class Trainer:
         from ..data.loader import CaptionPairs, EpochSampler, VideoClips, make_loader
 
         kind = VideoClips if self.cfg["caption_views"] else CaptionPairs
-        dataset = kind(self.train_records, **self._clip_settings())
+        dataset = kind(self.train_records, self.model.transform)
         group_size = self.cfg["similar_group"]
         neighbours = None
         if group_size > 1:  # batches of similar videos (one item per video: caption_views > 0)
@@ -253,7 +207,7 @@ class Trainer:
             text = self.model.encode_text(ids).unflatten(0, (-1, self.views))
         return text, video
 
-    def _loss(self, text: torch.Tensor, video) -> dict[str, torch.Tensor]:
+    def _loss(self, text: torch.Tensor, video, temperatures: "Temperatures") -> dict[str, torch.Tensor]:
         """The loss over the global batch (this process's videos plus everyone else's), for
         text ``[videos, views, D]``: the mean over views of the model's loss."""
         from ..model import VideoFeatures
@@ -265,10 +219,12 @@ class Trainer:
                                   temporal=all_gather_with_grad(video.temporal),
                                   patches=all_gather_with_grad(video.patches),
                                   mask=all_gather_with_grad(video.mask))
-        views = [self.model.loss(text[:, k], video) for k in range(self.views)]
+        views = [self.model.loss(text[:, k], video, self.loss_weights, temperatures)
+                 for k in range(self.views)]
         return {key: sum(v[key] for v in views) / self.views for key in views[0]}
 
-    def _backward(self, micro_batches: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def _backward(self, micro_batches: list[dict[str, Any]],
+                  temperatures: "Temperatures") -> dict[str, torch.Tensor]:
         """Gradients of the global-batch loss. With several micro-batches the features are
         first computed without a graph, the loss and its gradients with respect to the
         features are taken over all of them, and each micro-batch is then re-encoded and
@@ -277,7 +233,7 @@ class Trainer:
         from ..model import VideoFeatures
 
         if len(micro_batches) == 1:
-            losses = self._loss(*self._encode(micro_batches[0]))
+            losses = self._loss(*self._encode(micro_batches[0]), temperatures)
             losses["total"].backward()
             return losses
         fields = ("video", "frames", "temporal", "patches")
@@ -287,7 +243,7 @@ class Trainer:
         video = VideoFeatures.cat([v for _, v in parts])
         for name in fields:
             getattr(video, name).requires_grad_()
-        losses = self._loss(text, video)
+        losses = self._loss(text, video, temperatures)
         losses["total"].backward()
         start = 0
         for mb in micro_batches:
@@ -305,12 +261,8 @@ class Trainer:
                 names = ", ".join(f["video_id"] for f in mb["failed"])
                 raise EercfError(f"training videos stopped decoding mid-run ({names}); "
                                  "a multi-process step needs every process's batch whole")
-        final = self.model.temperatures
-        self.model.temperatures = gate = self._gate_temperatures(final)
-        try:
-            losses = self._backward(micro_batches)
-        finally:
-            self.model.temperatures = final
+        gate = self._gate_temperatures(self.model.temperatures)
+        losses = self._backward(micro_batches, gate)
         average_gradients(self.params)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg["clip_grad"] or math.inf)
         self.optimizer.step()
@@ -417,7 +369,7 @@ class Trainer:
             if better:
                 self.best = {"metric": metric, "value": value, "epoch": self.epoch,
                              "step": self.step}
-                self.model.save(self.out / "best")
+                save_model(self.model, self.out / "best")
             if self.progress:
                 line = "  ".join(f"{mode} R@1 {r['t2v']['R1']:.1f}" for mode, r in results.items())
                 tqdm.write(f"epoch {self.epoch}: {line}", file=sys.stderr)
@@ -426,53 +378,29 @@ class Trainer:
         return results
 
     def _score_validation(self) -> dict[str, Any]:
-        from ..evaluate import encode_records, score_modes
+        from ..evaluation import encode_records, score_modes
 
         encoded = encode_records(self.model, self.val_records, batch_size=max(1, self.micro_batch),
-                                 workers=self.cfg["workers"], fps=self.cfg["frame_rate"],
-                                 cache_dir=str(self.cache_dir), dtype=self.autocast,
+                                 workers=self.cfg["workers"], cache_dir=str(self.cache_dir),
                                  progress=self.progress)
         return score_modes(self.model, encoded.text, encoded.caption_video, encoded.videos,
                            topk=self.cfg["eval_topk"])
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, name: str, val: dict | None = None) -> None:
-        """``checkpoints/NAME/``: the model folder plus ``trainer.pt``, written beside the
-        final place and renamed into it, so a crash never leaves half a checkpoint."""
+        """``checkpoints/NAME/``: the model folder plus ``trainer.pt`` (see ``train.state``)."""
         if self.dist.main:
-            root = self.out / "checkpoints"
-            staging = root / f".staging-{name}"
-            if staging.exists():
-                shutil.rmtree(staging)
-            self.model.save(staging)
             state = {
                 "step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "sampler": self.sampler.state_dict(
                     self.step_in_epoch * self.micro_batch * self.cfg["grad_accum"]),
-                "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                        "torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-                "best": self.best, "world": self.dist.world, "config": self.cfg,
-                "validation": val,
+                "rng": rng_state(), "best": self.best, "world": self.dist.world,
+                "config": self.cfg, "validation": val,
             }
-            torch.save(state, staging / TRAINER_STATE)
-            final = root / name
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(staging, final)
-            for old in root.glob("step-*"):  # step checkpoints: only the newest is useful
-                if old.name != name and _step_of(old) < self.step:
-                    shutil.rmtree(old)
+            write_checkpoint(self.out / "checkpoints", name, self.model, state)
         barrier()
-
-    def _latest_checkpoint(self) -> Path | None:
-        found = [p.parent for p in (self.out / "checkpoints").glob(f"*/{TRAINER_STATE}")
-                 if not p.parent.name.startswith(".")]
-        if not found:
-            return None
-        return max(found, key=lambda p: (_step_of(p), p.name.startswith("epoch-")))
 
     def _load_trainer_state(self, folder: Path) -> None:
         state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=False)
@@ -484,16 +412,9 @@ class Trainer:
         self.sampler.load_state_dict(state["sampler"])
         self.step, self.epoch = state["step"], state["epoch"]
         self.step_in_epoch, self.best = state["step_in_epoch"], state["best"]
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        if self.dist.main:  # the log continues from the checkpoint: drop what came after it
-            log = self.out / "log.jsonl"
-            lines = log.read_text().splitlines() if log.exists() else []
-            kept = [line for line in lines if line and json.loads(line)["step"] <= self.step]
-            log.write_text("".join(line + "\n" for line in kept))
+        restore_rng(state["rng"])
+        if self.dist.main:
+            trim_log(self.out / "log.jsonl", self.step)
         barrier()
 
     def _summary(self, val: dict | None, seconds: float, pairs: int) -> dict[str, Any]:
@@ -502,14 +423,6 @@ class Trainer:
                 "train_videos": len(self.train_records),
                 "seconds": seconds, "pairs_per_s": pairs / seconds if seconds else None,
                 "best": self.best, "validation": val}
-
-
-def _step_of(folder: Path) -> int:
-    """The step a checkpoint was taken at (read without loading its tensors)."""
-    if folder.name.startswith("step-"):
-        return int(folder.name.split("-", 1)[1])
-    state = torch.load(folder / TRAINER_STATE, map_location="cpu", mmap=True, weights_only=False)
-    return int(state["step"])
 
 
 def train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False,

@@ -1,35 +1,30 @@
-"""Checkpoints in and out. Ours is a folder (``model.safetensors`` + ``config.json`` +
-``tokenizer.json``); importers read OpenAI CLIP ``.pt`` files (TorchScript or state dict),
-Hugging Face CLIP folders and the authors' EERCF ``pytorch_model.bin``. Every format is first
-mapped to our parameter names (OpenAI's CLIP names under ``clip.``), and the architecture is
-read from the tensor shapes where the file carries no config, as OpenAI's ``build_model`` does."""
+"""Checkpoint formats in: our folder (``model.safetensors`` + ``config.json`` +
+``tokenizer.json``), OpenAI CLIP ``.pt`` files (TorchScript or state dict), Hugging Face CLIP
+folders and the authors' EERCF ``pytorch_model.bin``. Every format is mapped to our parameter
+names (OpenAI's CLIP names under ``clip.``), and the architecture is read from the tensor
+shapes where the file carries no config, as OpenAI's ``build_model`` does. Building a model
+from what is read here is :mod:`eercf.weights.factory`'s job."""
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import shutil
-import uuid
 import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import get_model_config, list_models
-from .errors import EercfError
+from ..errors import EercfError
+from ..model.config import get_model_config, list_models
 
 if TYPE_CHECKING:
     import torch
 
-    from .model import EERCF
-    from .tokenizer import CLIPTokenizer
+    from ..model import EERCF
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
-BPE_VOCAB = "bpe_simple_vocab_16e6.txt.gz"
 CHECKPOINT_FILES = (WEIGHTS, CONFIG, TOKENIZER)
 # Scalars OpenAI's archives carry beside the weights; the architecture is read from shapes.
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -46,128 +41,19 @@ class Checkpoint:
 
     state: dict[str, torch.Tensor]
     config: dict[str, Any] | None  # None: infer the architecture from the shapes
-    format: str                    # eercf, openai, huggingface, authors, config
+    format: str                    # eercf, openai, huggingface, authors
     source: Path | None
     heads: dict[str, int] | None = None  # attention heads, where a config names them
 
 
-# ---------------------------------------------------------------------------- public API
-def load_model(path_or_name: str | Path, device: str | torch.device | None = None,
-               tokenizer: str | Path | CLIPTokenizer | None = None) -> EERCF:
-    """An :class:`~eercf.model.EERCF` from our folder, an OpenAI ``.pt``, a Hugging Face CLIP
-    folder, the authors' ``pytorch_model.bin``, or a config name (random weights).
-
-    ``tokenizer`` is a ``tokenizer.json`` or ``bpe_simple_vocab_16e6.txt.gz``; by default the
-    one in the checkpoint folder, else one beside the file, else the one ``eercf download``
-    stored. With none, the model loads and fails only when asked to tokenise."""
-    model, _ = _load(path_or_name, tokenizer)
-    return model.to(device) if device is not None else model
-
-
-def save_model(model: EERCF, folder: str | Path) -> Path:
-    """Write ``model`` as our checkpoint folder, atomically: the files go to a temporary
-    folder beside ``folder`` which is then renamed, so a crash never leaves half a checkpoint.
-    An existing checkpoint folder is replaced; a folder holding anything else is refused."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise EercfError(f"{folder}: exists and is not a folder")
-    if folder.is_dir():
-        others = sorted(set(os.listdir(folder)) - set(CHECKPOINT_FILES))
-        if others:
-            raise EercfError(f"{folder}: holds files other than a checkpoint ({', '.join(others[:3])}); "
-                             "save into a new folder")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = _sibling(folder, "tmp")
-    os.mkdir(staging)  # not mkdtemp: the checkpoint gets the umask's permissions, not 0700
-    try:
-        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        (staging / CONFIG).write_text(json.dumps(model.config, indent=2) + "\n")
-        save_file(state, str(staging / WEIGHTS), metadata={"format": "eercf"})
-        # safetensors writes 0600; give the weights the same permissions as config.json
-        os.chmod(staging / WEIGHTS, (staging / CONFIG).stat().st_mode & 0o777)
-        if model.tokenizer is not None:
-            model.tokenizer.save(staging / TOKENIZER)
-        if folder.exists():
-            retired = _sibling(folder, "old")
-            os.replace(folder, retired)
-            os.replace(staging, folder)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
-
-
-def _sibling(folder: Path, kind: str) -> Path:
-    """A hidden, unique name beside ``folder`` (same file system, so renames are atomic)."""
-    return folder.parent / f".{folder.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def convert(source: str | Path, destination: str | Path,
-            tokenizer: str | Path | CLIPTokenizer | None = None, *,
-            progress: bool = False) -> dict[str, Any]:
-    """Read any supported checkpoint and write it as our folder; returns a summary
-    (``format`` is the source's: eercf, openai, huggingface, authors or config)."""
-    from tqdm import tqdm
-
-    with tqdm(total=2, desc=f"convert {Path(source).name}", disable=not progress, leave=False) as bar:
-        model, ckpt = _load(source, tokenizer)
-        bar.update()
-        save_model(model, destination)
-        bar.update()
-    return {"source": str(source), "format": ckpt.format, "destination": str(destination),
-            "model": model.config["name"],
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "tokenizer": model.tokenizer is not None}
-
-
-def read_checkpoint(path_or_name: str | Path) -> Checkpoint:
-    """The weights of any supported input, renamed to our layout (not yet in a model)."""
-    path = Path(path_or_name)
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """The weights of a checkpoint file or folder, renamed to our layout (not yet in a model)."""
+    path = Path(path)
     if not path.exists():
-        if str(path_or_name) in list_models():
-            return Checkpoint({}, get_model_config(str(path_or_name)), "config", None)
-        raise EercfError(f"{path_or_name}: no such file or folder, and not a model name "
-                         f"({', '.join(list_models())})")
+        raise EercfError(f"{path}: no such file or folder")
     if path.is_dir():
         return _read_folder(path)
     return _from_state(_read_weights(path), path)
-
-
-# ---------------------------------------------------------------------------- loading
-def _load(path_or_name: str | Path, tokenizer: Any) -> tuple[EERCF, Checkpoint]:
-    import torch
-
-    from .model import EERCF
-
-    ckpt = read_checkpoint(path_or_name)
-    where = ckpt.source or path_or_name
-    config = ckpt.config or _infer_config(ckpt.state, ckpt.heads, where)
-    plain_clip = not any(k.startswith(EERCF_ONLY) for k in ckpt.state)
-    # every weight of a full EERCF checkpoint is about to be replaced: build the model on the
-    # meta device (no random initialisation, ~2 s for ViT-B/32) and take the loaded tensors
-    full = ckpt.format != "config" and not plain_clip
-    try:
-        with torch.device("meta") if full else contextlib.nullcontext():
-            model = EERCF(config)
-    except EercfError as err:
-        raise EercfError(f"{where}: unsupported architecture: {err}") from None
-    except (KeyError, TypeError, ValueError) as err:
-        raise EercfError(f"{where}: incomplete or malformed model config ({type(err).__name__}: {err})") from None
-    if ckpt.format != "config":
-        _check_fit(model, ckpt.state, plain_clip, where)
-        if full:
-            own = model.state_dict()
-            model.load_state_dict({k: v.to(own[k].dtype) for k, v in ckpt.state.items()},
-                                  assign=True)
-        else:
-            model.load_state_dict(ckpt.state, strict=False)
-            model.init_temporal_from_text()
-    model.tokenizer = _resolve_tokenizer(tokenizer, ckpt, model)
-    return model.eval(), ckpt
 
 
 def _read_folder(folder: Path) -> Checkpoint:
@@ -404,33 +290,3 @@ def _check_fit(model: EERCF, state: dict[str, torch.Tensor], plain_clip: bool, w
     if problems:
         raise EercfError(f"{where}: does not fit the {model.config['name']} architecture "
                          f"({'; '.join(problems)})")
-
-
-# ---------------------------------------------------------------------------- tokenizer
-def _resolve_tokenizer(tokenizer: Any, ckpt: Checkpoint, model: EERCF) -> CLIPTokenizer | None:
-    """The argument, else one in/beside the checkpoint, else the downloaded one. A tokenizer
-    the user or the checkpoint names must fit the vocabulary; the cached fallback is only
-    used where it does."""
-    from .download import cache_dir
-    from .tokenizer import CLIPTokenizer
-
-    vocab = model.config["text"]["vocab_size"]
-    if isinstance(tokenizer, CLIPTokenizer):
-        found, path = tokenizer, "the given tokenizer"
-    elif tokenizer is not None:
-        found, path = CLIPTokenizer.from_file(tokenizer), tokenizer
-    else:
-        folder = ckpt.source.parent if ckpt.source is not None else None
-        path = next((p for p in (folder / TOKENIZER, folder / BPE_VOCAB) if p.is_file()), None) \
-            if folder is not None else None
-        if path is None:
-            cached = cache_dir() / TOKENIZER
-            if cached.is_file():
-                found = CLIPTokenizer.from_file(cached)
-                return found if found.vocab_size <= vocab else None
-            return None
-        found = CLIPTokenizer.from_file(path)
-    if found.vocab_size > vocab:
-        raise EercfError(f"{path}: the tokenizer has {found.vocab_size} ids but the model's "
-                         f"vocabulary has {vocab}")
-    return found

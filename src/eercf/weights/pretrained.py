@@ -1,7 +1,9 @@
 """Fetch released CLIP weights: OpenAI's ViT-B/32 and ViT-B/16 (sha256-checked, as OpenAI's
 URLs name the hash) or a Hugging Face CLIP repository (checked against the hashes its file
 listing gives). Downloads stream to a ``.part`` file with a progress bar and resume with an
-HTTP Range request after an interruption, in the same run or the next."""
+HTTP Range request after an interruption, in the same run or the next. The converted
+checkpoint goes to ``paths.pretrained_dir(NAME)``, which is what the name then means to
+:func:`eercf.load_model` and every command."""
 from __future__ import annotations
 
 import hashlib
@@ -10,40 +12,25 @@ import json
 import os
 import re
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import __version__
-from .errors import EercfError
-
-if TYPE_CHECKING:
-    from .tokenizer import CLIPTokenizer
+from .. import __version__, paths
+from ..errors import EercfError
+from .names import HF_PREFIX, OPENAI_MODELS
 
 OPENAI_BASE = "https://openaipublic.azureedge.net/clip/models"
-# name -> sha256 of the file, which is also the folder of OpenAI's URL
-OPENAI_MODELS = {
-    "ViT-B-32": "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
-    "ViT-B-16": "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
-}
 BPE_BASE = "https://raw.githubusercontent.com/openai/CLIP/main/clip"
 BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 BPE_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 HF_BASE = "https://huggingface.co"
-HF_PREFIX = "hf:"
 BASE_URL_ENV = "EERCF_DOWNLOAD_BASE_URL"
-HOME_ENV = "EERCF_HOME"
 CHUNK = 1 << 20
 TIMEOUT_S = 60
-
-
-def cache_dir() -> Path:
-    """Where downloads and the downloaded tokenizer live: ``$EERCF_HOME`` or ``~/.cache/eercf``."""
-    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "eercf")
 
 
 @dataclass(frozen=True)
@@ -209,42 +196,25 @@ def _check(path: Path, remote: RemoteFile) -> str | None:
     return None
 
 
-def download(name: str, destination: str | Path, *, raw: bool = False,
+def download(name: str, destination: str | Path | None = None, *, raw: bool = False,
              base_url: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Fetch ``name`` and write it to ``destination`` as our checkpoint folder (the raw files
-    stay in the cache), or with ``raw`` put the files as published into ``destination``.
-    The tokenizer is also stored in the cache, where :func:`eercf.load_model` finds it."""
-    from .tokenizer import CLIPTokenizer
+    """Fetch ``name`` and convert it into ``paths.pretrained_dir(name)``, where the name then
+    resolves, and into ``destination`` too if given; with ``raw`` put the files as published
+    into ``destination`` instead (nothing converted)."""
+    from .factory import convert, load_model, save_model
 
-    destination = Path(destination)
+    if raw and destination is None:
+        raise EercfError("--raw needs a destination folder")
     files = plan(name, base_url)
-    slug = re.sub(r"[^\w.-]+", "--", name)
-    folder = destination if raw else cache_dir() / "downloads" / slug
-    paths = [fetch(remote, folder, progress=progress) for remote in files]
-    tokenizer_file = next((p for p in paths if p.name in (BPE_NAME, "tokenizer.json")), None)
-    tokenizer = CLIPTokenizer.from_file(tokenizer_file) if tokenizer_file is not None else None
-    if tokenizer is not None:
-        _store_tokenizer(tokenizer)
-    summary: dict[str, Any] = {"name": name, "destination": str(destination),
-                               "files": [str(p) for p in paths], "raw": raw}
+    folder = Path(destination) if raw else paths.downloads_dir(name)
+    downloaded = [fetch(remote, folder, progress=progress) for remote in files]
+    summary: dict[str, Any] = {"name": name, "files": [str(p) for p in downloaded], "raw": raw,
+                               "destination": str(destination or paths.pretrained_dir(name))}
     if raw:
         return summary
-    from .checkpoint import convert
-
-    source = paths[0] if name in OPENAI_MODELS else folder
-    info = convert(source, destination, tokenizer=tokenizer, progress=progress)
+    tokenizer = next((p for p in downloaded if p.name in (BPE_NAME, "tokenizer.json")), None)
+    source = downloaded[0] if name in OPENAI_MODELS else folder
+    info = convert(source, paths.pretrained_dir(name), tokenizer=tokenizer, progress=progress)
+    if destination is not None:
+        save_model(load_model(paths.pretrained_dir(name)), destination)
     return summary | {k: info[k] for k in ("format", "model", "parameters", "tokenizer")}
-
-
-def _store_tokenizer(tokenizer: CLIPTokenizer) -> None:
-    """Write the cache's ``tokenizer.json`` atomically (several runs may share the cache)."""
-    home = cache_dir()
-    home.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tokenizer.", suffix=".json", dir=home)
-    os.close(fd)
-    try:
-        tokenizer.save(tmp)
-        os.replace(tmp, home / "tokenizer.json")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -1,62 +1,26 @@
-"""The EERCF model (DESIGN.md §1): CLIP towers, a temporal block, the parameter-free
+"""The EERCF model (``docs/method.md``): CLIP towers, a temporal block, the parameter-free
 text-gated interaction block giving video-, frame- and patch-level features, the five
-similarities and the contrastive + Pearson-constraint loss."""
+similarities and the contrastive + Pearson-constraint loss. The model also carries its video
+transform (``model.transform``), so every path samples a video the way it was trained."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import EercfError
 from . import similarity as sim
 from .clip import CLIP, Transformer
-from .errors import EercfError
+from .features import VideoFeatures
+from .loss import LossWeights
+from .loss import loss as eercf_loss
+from .tib import Temperatures
+from .transform import VideoTransform
 
 if TYPE_CHECKING:
     from .tokenizer import CLIPTokenizer
-
-
-@dataclass
-class VideoFeatures:
-    """Per-video features at every level; rows are videos. Padded frames are zero and masked."""
-
-    video: torch.Tensor     # [V, D]       norm(mean of valid norm(h_i)), text-agnostic
-    frames: torch.Tensor    # [V, F, D]    norm(f_i), raw CLIP frame features
-    temporal: torch.Tensor  # [V, F, D]    norm(h_i), after the temporal block
-    patches: torch.Tensor   # [V, F, P, D] norm(p_j)
-    mask: torch.Tensor      # [V, F] bool, True = a real frame
-
-    def __len__(self) -> int:
-        return self.video.shape[0]
-
-    def _map(self, fn) -> "VideoFeatures":
-        return VideoFeatures(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
-
-    def index(self, idx) -> "VideoFeatures":
-        """Rows ``idx`` (an int tensor, list, slice or bool mask)."""
-        return self._map(lambda t: t[idx])
-
-    def to(self, device: torch.device | str | None = None,
-           dtype: torch.dtype | None = None) -> "VideoFeatures":
-        """Move to ``device``; ``dtype`` applies to the float features only, never the mask."""
-        return VideoFeatures(*(getattr(self, n).to(device=device, dtype=dtype)
-                               for n in ("video", "frames", "temporal", "patches")),
-                             mask=self.mask.to(device=device))
-
-    def as_stored(self) -> "VideoFeatures":
-        """The features as an index keeps them: fine levels rounded through fp16, video fp32."""
-        def rounded(t: torch.Tensor) -> torch.Tensor:
-            return t.to(torch.float16).to(torch.float32)
-        return replace(self, video=self.video.float(), frames=rounded(self.frames),
-                       temporal=rounded(self.temporal), patches=rounded(self.patches))
-
-    @staticmethod
-    def cat(parts: Sequence["VideoFeatures"]) -> "VideoFeatures":
-        return VideoFeatures(**{f.name: torch.cat([getattr(p, f.name) for p in parts])
-                                for f in fields(VideoFeatures)})
 
 
 class EERCF(nn.Module):
@@ -80,7 +44,7 @@ class EERCF(nn.Module):
         self.temporal = Transformer(text["width"], method["temporal_layers"], text["heads"])
         self.global_weight = nn.Parameter(torch.eye(dim))                  # W_g
         self.frame_weight = nn.Parameter(torch.eye(method["max_frames"]))  # W_f
-        self.temperatures = sim.Temperatures.from_config(method)
+        self.temperatures = Temperatures.from_config(method)
         self.tokenizer: CLIPTokenizer | None = None
         self.init_temporal_from_text()
 
@@ -112,6 +76,19 @@ class EERCF(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.global_weight.device
+
+    @property
+    def transform(self) -> VideoTransform:
+        """How a video becomes this model's input (frames, rate, size, mean/std, precision)."""
+        return VideoTransform.from_config(self.config)
+
+    @transform.setter
+    def transform(self, value: VideoTransform) -> None:
+        if (value.frames, value.image_size) != (self.max_frames, self.config["vision"]["image_size"]):
+            raise EercfError(f"a transform of {value.frames} frames at {value.image_size} px does "
+                             f"not fit this model ({self.max_frames} frames at "
+                             f"{self.config['vision']['image_size']} px)")
+        self.config = {**self.config, "preprocess": value.preprocess_config()}
 
     # ------------------------------------------------------------------ encoders
     def tokenize(self, texts: list[str]) -> torch.Tensor:
@@ -204,80 +181,41 @@ class EERCF(nn.Module):
                     out[level][t0:t0 + text_chunk, v0:v0 + video_chunk] = scores[level]
         return out
 
-    def candidate_scores(self, text: torch.Tensor, candidates: VideoFeatures, k: int,
-                         with_weights: bool = True,
-                         levels: Sequence[str] = sim.LEVELS) -> dict[str, torch.Tensor]:
-        """Query ``t`` against its own ``k`` candidates (rows of ``candidates``, query-major,
-        ``T * k`` of them; fine levels fp32 or fp16 as stored): ``[T, k]`` logits of ``levels``
-        (default all five) plus the gate weights.
+    def rerank(self, text: torch.Tensor, candidates: VideoFeatures, k: int,
+               weights: dict[str, float] | None = None, with_weights: bool = True
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Stage 2, the one implementation search and ``eercf eval`` share: query ``t`` against
+        its own ``k`` candidates (rows of ``candidates``, query-major, ``T * k`` of them; fine
+        levels fp32 or fp16 as stored). Returns the fused score ``[T, k]`` and the ``[T, k]``
+        scores of the fused levels (a level weighted zero is not computed), plus the gate
+        weights that say *when* and *where* unless ``with_weights`` is False.
 
         Queries are scored one at a time: BLAS kernels round differently for different batch
         shapes, and the 0.01 softmax temperatures amplify that, so this keeps a query's scores
         bit-identical whether it comes alone (search) or in a batch (evaluation)."""
-        c = candidates
-        if len(c) != text.shape[0] * k:
-            raise ValueError(f"{len(c)} candidates for {text.shape[0]} queries x k={k}")
-        weights = self._weights()
+        if len(candidates) != text.shape[0] * k:
+            raise ValueError(f"{len(candidates)} candidates for {text.shape[0]} queries x k={k}")
+        fusion = self.fusion_weights(weights)
+        levels = [level for level in sim.LEVELS if float(fusion.get(level, 0.0))]
+        c, params = candidates, self._weights()
         parts = []
         for q in range(text.shape[0]):
             rows = slice(q * k, (q + 1) * k)
             parts.append(sim.candidate_scores(
                 text[q:q + 1], c.video[rows][None], c.frames[rows][None], c.temporal[rows][None],
                 c.patches[rows][None], c.mask[rows][None], with_weights=with_weights,
-                levels=levels, **weights))
-        return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
-
-    def rerank(self, text: torch.Tensor, candidates: VideoFeatures, k: int,
-               weights: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Stage 2: the fused score ``[T, k]`` of each query's candidates, and the scores of
-        the levels it fuses (a level weighted zero is not computed)."""
-        weights = weights or self.config["eercf"]["rerank"]
-        levels = [level for level in sim.LEVELS if float(weights.get(level, 0.0))]
-        scores = self.candidate_scores(text, candidates, k, levels=levels)
-        return sim.fuse(scores, weights), scores
+                levels=levels, **params))
+        scores = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+        return sim.fuse(scores, fusion), scores
 
     # ------------------------------------------------------------------ training
-    def loss(self, text: torch.Tensor, video: VideoFeatures) -> dict[str, torch.Tensor]:
-        """Loss of DESIGN.md §1 for matched pairs (text i with video i). The strong scores gate
-        each video by its own caption, with the gate weights detached."""
-        w = self.config["eercf"]["loss"]
-        t = text.float()
-        weights = self._weights()
-        scale, temps = weights["scale"], self.temperatures
-        n_videos, n_frames, n_patches, dim = video.patches.shape
-        dense = sim.dense_scores(t, video.video, video.frames, video.temporal, video.patches,
-                                 video.mask, **weights)
-        # own-caption gates: caption j gates video j only
-        flat_patches = video.patches.float().reshape(n_videos, n_frames * n_patches, dim)
-        patch_mask = video.mask.repeat_interleave(n_patches, dim=1)
-        own_a = torch.einsum("vd,vfd->vf", t, video.frames.float()).detach()
-        own_b = torch.einsum("vd,vnd->vn", t, flat_patches).detach()
-        frame_gate = sim.masked_softmax(own_a, video.mask, temps.frame_strong)
-        patch_gate = sim.masked_softmax(own_b, patch_mask, temps.patch)
-        pooled_frames = F.normalize(torch.einsum("vf,vfd->vd", frame_gate, video.temporal.float()), dim=-1)
-        pooled_patches = F.normalize(torch.einsum("vn,vnd->vd", patch_gate, flat_patches), dim=-1)
-        frame_strong = scale * t @ pooled_frames.T
-        patch_strong = scale * t @ pooled_patches.T
-
-        weak = (w["weak_video"] * dense["video"] + w["weak_frame"] * dense["frame_weak"]
-                + w["weak_patch"] * dense["patch_weak"])
-        strong = w["strong_frame"] * frame_strong + w["strong_patch"] * patch_strong
-        out = {
-            "contrastive_weak": sim.symmetric_cross_entropy(weak),
-            "contrastive_strong": sim.symmetric_cross_entropy(strong),
-            "pearson_video": sim.pearson_constraint(t, video.video.float(), w["pearson_diag"], w["pearson_offdiag"]),
-            "pearson_frame": sim.pearson_constraint(t, pooled_frames, w["pearson_diag"], w["pearson_offdiag"]),
-            "pearson_patch": sim.pearson_constraint(t, pooled_patches, w["pearson_diag"], w["pearson_offdiag"]),
-        }
-        out["total"] = (w["weak_weight"] * out["contrastive_weak"]
-                        + w["strong_weight"] * out["contrastive_strong"]
-                        + w["pearson_weight"] * (w["pearson_video"] * out["pearson_video"]
-                                                 + w["pearson_frame"] * out["pearson_frame"]
-                                                 + w["pearson_patch"] * out["pearson_patch"]))
-        return out
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, folder: str | Path) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` + ``tokenizer.json`` to ``folder``."""
-        from .checkpoint import save_model
-        return save_model(self, folder)
+    def loss(self, text: torch.Tensor, video: VideoFeatures, weights: LossWeights | None = None,
+             temperatures: Temperatures | None = None) -> dict[str, torch.Tensor]:
+        """The training loss (``docs/method.md`` §4) for matched pairs (text i with video i):
+        every term and the weighted ``total``. ``weights`` default to the paper's;
+        ``temperatures`` (default: the model's) let a trainer warm the gates for a step
+        without touching the model."""
+        params = self._weights()
+        if temperatures is not None:
+            params["temps"] = temperatures
+        return eercf_loss(text, video, weights=weights or LossWeights(), **params)

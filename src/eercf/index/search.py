@@ -1,9 +1,8 @@
-"""Two-stage search over an index snapshot (DESIGN.md §1): stage 1 recalls the top K videos
-with one FAISS inner-product search of ``q = t W_g``; stage 2 reads only those K candidates'
-fine features from the store and re-scores them with ``model.candidate_scores`` and ``fuse``
-(what ``model.rerank`` runs for ``eercf eval``'s ``two_stage`` mode, so both rank identically;
-only the levels with a non-zero fusion weight are computed). Re-scored candidates rank above
-all others.
+"""Two-stage search over an index snapshot (``docs/method.md`` §5): stage 1 recalls the top K
+videos with one FAISS inner-product search of ``q = t W_g``; stage 2 reads only those K
+candidates' fine features from the store and re-scores them with ``model.rerank`` (what
+``eercf eval``'s ``two_stage`` mode runs, so both rank identically; only the levels with a
+non-zero fusion weight are computed). Re-scored candidates rank above all others.
 
 Each re-scored hit also says *when* it matched (the frame the strong TIB gate weighs most, and
 the run of frames around it weighing at least half as much) and *where* (the patch the patch
@@ -19,15 +18,14 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
-from .errors import EercfError
-from .index import store
-from .similarity import fuse
+from ..errors import EercfError
+from . import store
 
 if TYPE_CHECKING:
     import lance
 
-    from .index.ann import Stage1
-    from .model import EERCF
+    from ..model import EERCF
+    from .ann import Stage1
 
 WINDOW_FRACTION = 0.5      # frames weighing at least this fraction of the best join the moment
 
@@ -133,7 +131,7 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
     hits per query."""
     if k < 1 or topk < 1:
         raise EercfError(f"k and topk must be at least 1 (got k={k}, topk={topk})")
-    fusion = model.fusion_weights(weights)
+    fusion = model.fusion_weights(weights)  # checked before any work
     timings = dict(timings or {})
     queries = list(queries) if queries is not None else [None] * len(text)
     rows = int(stage1.index.ntotal)
@@ -152,7 +150,6 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
     started = time.perf_counter()
     n_cand = min(topk, labels.shape[1])
     patches = store.dims(dataset.schema)[2]
-    levels = [level for level, weight in fusion.items() if weight]  # only what is fused
     # a lone query reads its candidates' id, uri, ... with their features (one Lance call
     # fewer); a batch reads those of the videos it shows once, after scoring
     info_with_features = len(text) == 1
@@ -175,8 +172,8 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
             if rows_read is not None:
                 info.update((int(offset), (rows_read, i)) for i, offset in enumerate(found))
             with torch.inference_mode():
-                scores = model.candidate_scores(text[row:row + 1], cand, len(found), levels=levels)
-                fused = fuse(scores, fusion)[0].float().cpu().numpy()
+                fused, scores = model.rerank(text[row:row + 1], cand, len(found), fusion)
+                fused = fused[0].float().cpu().numpy()
             frame_weights = scores["frame_weights"][0].float().cpu().numpy()
             patch_weights = scores["patch_weights"][0].float().cpu().numpy()
             mask = cand.mask.cpu().numpy()

@@ -17,11 +17,8 @@ corner. Test videos come in groups whose flashes differ in one attribute (hard n
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -265,7 +262,7 @@ def plan(videos: int, seed: int, test_fraction: float = 0.2) -> list[SynthVideo]
 
 
 # What a test caption may name: each is visible whole in one frame (the corner is in all).
-_TEST_KINDS = ("flash", "flash+corner", "motion+corner")
+TEST_KINDS = ("flash", "flash+corner", "motion+corner")
 
 
 def _singles_out(v: SynthVideo, kind: str, test: list[SynthVideo]) -> bool:
@@ -278,7 +275,7 @@ def _singled_out(videos: list[SynthVideo]) -> list[SynthVideo]:
     out = list(videos)
     test = [v for v in out if v.split == "test"]
     for i, v in enumerate(out):
-        if v.split == "test" and not any(_singles_out(v, kind, test) for kind in _TEST_KINDS):
+        if v.split == "test" and not any(_singles_out(v, kind, test) for kind in TEST_KINDS):
             test.remove(v)
             out[i] = replace(v, split="train")
     return out
@@ -287,7 +284,7 @@ def _singled_out(videos: list[SynthVideo]) -> list[SynthVideo]:
 def _test_kind(v: SynthVideo, test: list[SynthVideo], rng: np.random.Generator) -> str:
     """A caption kind that fits no other test video: mostly the flash, a quarter of the time
     the motion and the corner."""
-    order = _TEST_KINDS if rng.random() < 0.75 else _TEST_KINDS[::-1]
+    order = TEST_KINDS if rng.random() < 0.75 else TEST_KINDS[::-1]
     for kind in order:
         if _singles_out(v, kind, test):
             return kind
@@ -311,212 +308,3 @@ def annotate(videos: list[SynthVideo], seed: int, captions_per_video: int = 8
                      for i in range(captions_per_video)]
             out[v.video_id] = [(k, caption(v, k, rng)) for k in kinds]
     return out
-
-
-def _polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
-    if kind == "triangle":
-        return [(cx + r * math.cos(a), cy - r * math.sin(a))
-                for a in (math.pi / 2, math.pi * 7 / 6, math.pi * 11 / 6)]
-    if kind == "star":
-        return [(cx + (r if i % 2 == 0 else 0.5 * r) * math.cos(math.pi / 2 + i * math.pi / 5),
-                 cy - (r if i % 2 == 0 else 0.5 * r) * math.sin(math.pi / 2 + i * math.pi / 5))
-                for i in range(10)]
-    raise ValueError(kind)
-
-
-def _draw(draw, kind: str, cx: float, cy: float, r: float, colour: tuple[int, int, int]) -> None:
-    if kind == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
-    elif kind == "square":
-        draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=colour)
-    else:
-        draw.polygon(_polygon(kind, cx, cy, r), fill=colour)
-
-
-SHAPE_RADIUS, CORNER_SIZE, CORNER_MARGIN = 0.19, 0.19, 0.03
-# A moving shape leaves a fading trail (distance behind it in radii, opacity), like motion
-# blur: each frame shows which way it goes, as in real footage of something moving.
-TRAIL = ((3.3, 0.2), (2.2, 0.4), (1.1, 0.65))
-_HEADING = {"right": 1, "left": -1}
-
-
-def frame_count(v: SynthVideo) -> int:
-    return max(1, round(v.seconds * v.fps))
-
-
-def in_flash(v: SynthVideo, progress: float) -> bool:
-    """Whether the flash shows at ``progress`` (a fraction of the duration)."""
-    return v.flash_start <= progress < v.flash_start + FLASH_FRACTION
-
-
-def _draw_mover(draw, size: int, progress: float, shape: str, colour: str, direction: str,
-                lane: float, background: tuple[int, int, int]) -> None:
-    """A shape crossing the frame along ``lane`` (a height), with its trail."""
-    lo, hi = 0.22 * size, 0.78 * size
-    heading = _HEADING[direction]
-    x = lo + (hi - lo) * (progress if heading > 0 else 1 - progress)
-    y = lane * size
-    radius = SHAPE_RADIUS * size
-    for behind, opacity in TRAIL:
-        ghost = tuple(round(b + opacity * (c - b)) for c, b in zip(COLOURS[colour], background))
-        _draw(draw, shape, x - heading * behind * radius, y, radius, ghost)
-    _draw(draw, shape, x, y, radius, COLOURS[colour])
-
-
-def render(v: SynthVideo, size: int):
-    """The RGB frames (``uint8 [size, size, 3]``) of ``v``, one per 1/fps second."""
-    from PIL import Image, ImageDraw
-
-    n = frame_count(v)
-    c0 = CORNER_MARGIN * size
-    c1 = size - c0 - CORNER_SIZE * size
-    corner_x = c0 if "left" in v.corner else c1
-    corner_y = c0 if "top" in v.corner else c1
-    flash_background = COLOURS[v.flash_background]
-    for k in range(n):
-        progress = (k + 0.5) / n
-        if in_flash(v, progress):
-            image = Image.new("RGB", (size, size), flash_background)
-            _draw_mover(ImageDraw.Draw(image), size, progress, v.flash_shape, v.flash_colour,
-                   v.flash_direction, v.flash_lane, flash_background)
-        else:
-            image = Image.new("RGB", (size, size), v.background)
-            _draw_mover(ImageDraw.Draw(image), size, progress, v.shape, v.colour, v.direction,
-                   v.lane, v.background)
-        ImageDraw.Draw(image).rectangle(
-            [corner_x, corner_y, corner_x + CORNER_SIZE * size - 1,
-             corner_y + CORNER_SIZE * size - 1], fill=COLOURS[v.corner_colour])
-        yield np.asarray(image)
-
-
-def write_video(v: SynthVideo, path: Path, size: int) -> None:
-    """Encode ``v`` as H.264 (yuv420p) mp4; one encoder thread keeps the output deterministic."""
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=v.fps)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
-        stream.codec_context.thread_count = 1
-        for rgb in render(v, size):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        container.mux(stream.encode())
-
-
-def write_annotations(out: Path, videos: list[SynthVideo],
-                      captions: dict[str, list[tuple[str, str]]]) -> None:
-    """The three MSR-VTT annotation files, plus ``synth.json`` (every video's ground truth and
-    each caption's kind, for analyses per kind)."""
-    train = [v for v in videos if v.split == "train"]
-    test = [v for v in videos if v.split == "test"]
-    with open(out / "MSRVTT_train.9k.csv", "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["video_id"])
-        writer.writerows([v.video_id] for v in train)
-    with open(out / "MSRVTT_JSFUSION_test.csv", "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["key", "vid_key", "video_id", "sentence"])
-        for i, v in enumerate(test):
-            writer.writerow([f"ret{i}", f"msr{v.video_id[len('video'):]}", v.video_id,
-                             captions[v.video_id][0][1]])
-    sentences = []
-    for v in videos:
-        for _, text in captions[v.video_id]:
-            sentences.append({"caption": text, "video_id": v.video_id, "sen_id": len(sentences)})
-    data = {"info": {"description": "eercf synthetic benchmark"},
-            "videos": [{"video_id": v.video_id, "split": v.split, "id": i,
-                        "start time": 0.0, "end time": v.seconds}
-                       for i, v in enumerate(videos)],
-            "sentences": sentences}
-    (out / "MSRVTT_data.json").write_text(json.dumps(data, indent=1) + "\n")
-    meta = [dict(asdict(v), captions=[{"kind": k, "caption": c} for k, c in captions[v.video_id]])
-            for v in videos]
-    (out / "synth.json").write_text(json.dumps(meta, indent=1) + "\n")
-
-
-def make_synthetic(out: str | Path, videos: int = 1000, seed: int = 0, *, size: int = 64,
-                   test_fraction: float = 0.2, captions_per_video: int = 8,
-                   overwrite: bool = False, progress: bool = True) -> dict:
-    """Write a synthetic benchmark in MSR-VTT layout under ``out`` and return a summary
-    (counts per split and per caption kind)."""
-    from tqdm import tqdm
-
-    out = Path(out)
-    if size < 32 or size % 2:
-        raise EercfError(f"--size must be an even number of pixels >= 32, got {size}")
-    if captions_per_video < 1:
-        raise EercfError(f"--captions must be at least 1, got {captions_per_video}")
-    if (out / "MSRVTT_data.json").exists() and not overwrite:
-        raise EercfError(f"{out} already holds a benchmark (MSRVTT_data.json); "
-                         "pass --overwrite to replace it")
-    specs = plan(videos, seed, test_fraction)
-    captions = annotate(specs, seed, captions_per_video)
-    folder = out / "videos" / "all"
-    folder.mkdir(parents=True, exist_ok=True)
-    for v in tqdm(specs, desc="synth videos", unit="video", disable=not progress):
-        write_video(v, folder / f"{v.video_id}.mp4", size)
-    write_annotations(out, specs, captions)
-    kinds: dict[str, int] = {}
-    for v in specs:
-        for kind, _ in captions[v.video_id]:
-            key = f"{v.split}:{kind}"
-            kinds[key] = kinds.get(key, 0) + 1
-    return {"out": str(out), "videos": len(specs),
-            "train": sum(v.split == "train" for v in specs),
-            "test": sum(v.split == "test" for v in specs),
-            "groups": len({v.group for v in specs}), "captions": dict(sorted(kinds.items()))}
-
-
-def read_meta(root: str | Path) -> list[dict]:
-    """``synth.json`` of the benchmark in ``root``: per video its attributes and captions."""
-    path = Path(root) / "synth.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise EercfError(f"{path}: not a synthetic benchmark ({err})") from None
-
-
-def read_truth(root: str | Path) -> dict[str, SynthVideo]:
-    """Every video of the benchmark in ``root`` as the :class:`SynthVideo` it was drawn from."""
-    fields = SynthVideo.__dataclass_fields__
-    return {m["video_id"]: SynthVideo(**{k: tuple(v) if isinstance(v, list) else v
-                                         for k, v in m.items() if k in fields})
-            for m in read_meta(root)}
-
-
-def contact_sheet(root: str | Path, png: str | Path, rows: int = 4, num_frames: int = 12,
-                  scale: int = 2) -> Path:
-    """Draw ``rows`` test videos of the benchmark in ``root`` (its ``num_frames`` uniformly
-    sampled frames, as training sees them, with times) and their captions into ``png``."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    from .video import decode_clip
-
-    root, png = Path(root), Path(png)
-    test = [m for m in read_meta(root) if m["split"] == "test"]
-    # one row per test caption kind first, so the sheet shows each kind
-    picked: list[dict] = []
-    for kind in _TEST_KINDS:
-        picked += [m for m in test if m["captions"][0]["kind"] == kind][:1]
-    picked += [m for m in test if m not in picked][: max(0, rows - len(picked))]
-    picked = picked[:rows]
-    clips = [decode_clip(root / "videos" / "all" / f"{m['video_id']}.mp4", num_frames=num_frames,
-                         image_size=64 * scale) for m in picked]
-    tile = max(c.frames.shape[2] for c in clips)
-    font = ImageFont.load_default(size=13)
-    small = ImageFont.load_default(size=10)
-    row_h, pad = tile + 34, 4
-    sheet = Image.new("RGB", (num_frames * (tile + pad) + pad, len(clips) * row_h + pad), "white")
-    draw = ImageDraw.Draw(sheet)
-    for r, (m, clip) in enumerate(zip(picked, clips)):
-        top = r * row_h + pad
-        text = f"{m['video_id']} [{m['captions'][0]['kind']}]: {m['captions'][0]['caption']}"
-        draw.text((pad, top), text, fill="black", font=font)
-        for i, (pixels, t) in enumerate(zip(clip.frames, clip.timestamps)):
-            x = pad + i * (tile + pad)
-            sheet.paste(Image.fromarray(pixels), (x, top + 18))
-            draw.text((x + 2, top + 20), f"{t:.1f}s", fill="white", font=small)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(png)
-    return png

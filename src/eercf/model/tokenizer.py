@@ -1,6 +1,8 @@
 """CLIP's byte-level BPE tokeniser on the ``tokenizers`` library, giving exactly the ids of
 OpenAI's reference ``simple_tokenizer``: same text cleaning (ftfy, HTML unescape twice,
-whitespace collapse, lower case), same pre-tokenising regex, same vocabulary order."""
+whitespace collapse, lower case), same pre-tokenising regex, same vocabulary order.
+OpenAI's merges file ships with the package (MIT), so any model with CLIP's 49,408-id
+vocabulary tokenises without a download (``CLIPTokenizer.openai()``)."""
 from __future__ import annotations
 
 import gzip
@@ -8,6 +10,8 @@ import html
 import json
 import re
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +19,7 @@ import ftfy
 import regex
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from .errors import EercfError
+from ..errors import EercfError
 
 if TYPE_CHECKING:
     import torch
@@ -30,6 +34,8 @@ PATTERN = (r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|"
 _WORDS = regex.compile(PATTERN, regex.IGNORECASE)
 # OpenAI's file holds more merges than CLIP uses: the vocabulary is 49408 = 512 + merges + 2.
 OPENAI_MERGES = 49152 - 256 - 2
+OPENAI_VOCAB_SIZE = 512 + OPENAI_MERGES + 2
+BPE_VOCAB = "bpe_simple_vocab_16e6.txt.gz"
 
 
 def clean(text: str) -> str:
@@ -111,6 +117,11 @@ class CLIPTokenizer:
         return cls(_from_merges(merges), str(path))
 
     @classmethod
+    def openai(cls) -> CLIPTokenizer:
+        """OpenAI CLIP's tokenizer, from the merges file shipped in the package."""
+        return _openai()
+
+    @classmethod
     def from_file(cls, path: str | Path) -> CLIPTokenizer:
         """From a ``tokenizer.json`` (ours, or a Hugging Face CLIP one), or a ``.txt.gz``
         merges file. The pipeline is reset to CLIP's whatever the file says, so ids match."""
@@ -178,3 +189,8 @@ class CLIPTokenizer:
             seq = [self.sot_id, *ids[: max_words - 2], self.eot_id]
             out[row, : len(seq)] = torch.tensor(seq)
         return out
+
+
+@lru_cache(maxsize=1)
+def _openai() -> CLIPTokenizer:  # immutable once built: one per process
+    return CLIPTokenizer.from_bpe_vocab(Path(str(resources.files("eercf.model") / BPE_VOCAB)))

@@ -13,7 +13,8 @@ import torch
 from tqdm import tqdm
 
 if TYPE_CHECKING:
-    from .model import EERCF, VideoFeatures
+    from .eercf import EERCF
+    from .features import VideoFeatures
 
 
 @contextlib.contextmanager
@@ -27,10 +28,11 @@ def _evaluating(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None or dtype == torch.float32:
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context of a transform's ``precision`` (``fp32``: none)."""
+    if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def _loader_size(loader: Iterable) -> int | None:
@@ -41,16 +43,17 @@ def _loader_size(loader: Iterable) -> int | None:
 
 
 def encode_videos(model: "EERCF", loader: Iterable[dict[str, Any]],
-                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                  device: torch.device | str | None = None, precision: str | None = None,
                   progress: bool = True) -> Iterator[tuple[dict[str, Any], "VideoFeatures | None"]]:
     """Encode every batch of ``loader`` (``eercf.data.loader.make_loader`` over ``VideoClips``),
     yielding ``(batch, features)`` with features on ``device`` (default: the model's).
 
-    ``dtype`` (e.g. ``torch.bfloat16``) runs the encoder under autocast; features come back in
-    fp32. Items the loader could not decode are listed in ``batch["failed"]``: they are counted
+    ``precision`` (default: the model's transform's) ``bf16`` runs the encoder under autocast;
+    features come back in fp32. Items the loader could not decode are listed in ``batch["failed"]``: they are counted
     on the progress bar and left out of ``features``; a batch whose items all failed is still
     yielded (with ``features=None``) so callers see every failure."""
     device = torch.device(device) if device is not None else model.device
+    precision = precision or model.transform.precision
     bar = tqdm(total=_loader_size(loader), unit="video", desc="encode videos", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     failed = 0
@@ -59,7 +62,7 @@ def encode_videos(model: "EERCF", loader: Iterable[dict[str, Any]],
             n_failed = len(batch.get("failed") or ())
             features = None
             if len(batch["index"]):
-                with _autocast(device, dtype):
+                with autocast(device, precision):
                     features = model.encode_video(batch["frames"].to(device, non_blocking=True),
                                                   batch["mask"].to(device, non_blocking=True))
                 features = features.to(dtype=torch.float32)

@@ -1,8 +1,5 @@
-"""Retrieval metrics and the three evaluation modes of EERCF (issue 4).
-
-Metrics follow the field's multi-caption protocol: a caption ranks every video (t2v); a video
-ranks every caption and counts its best-placed own caption (v2t). Ties always count against
-the query, so a degenerate model can never look good.
+"""The evaluator: a dataset split encoded with the model's transform, then scored in the three
+retrieval modes of EERCF; training validation and ``eercf eval`` both run this.
 
 Modes, all scored on ``VideoFeatures.as_stored()`` so evaluation and the index agree bit for bit:
 - ``video``: stage 1 alone, ``S_v = s * (t W_g) . v``;
@@ -18,132 +15,18 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-import numpy as np
 import torch
 
-from .errors import EercfError
+from ..errors import EercfError
+from ..model.similarity import fuse
+from .metrics import apply_dual_softmax, multi_caption_metrics
 
 if TYPE_CHECKING:
-    from .data.datasets import VideoRecord
-    from .model import EERCF, VideoFeatures
+    from ..data.datasets import VideoRecord
+    from ..model import EERCF, VideoFeatures, VideoTransform
 
-RECALL_AT = (1, 5, 10, 50)
-METRIC_KEYS = tuple(f"R{k}" for k in RECALL_AT) + ("MdR", "MnR")
 MODES = ("video", "two_stage", "all_pairs")
-_ROW_CHUNK = 1024
 _GATHER_BUDGET = 128 << 20  # bytes of candidate features gathered at once in stage 2
-
-
-# ----------------------------------------------------------------------------- metrics
-
-def match_ranks(scores: torch.Tensor | np.ndarray, positive: torch.Tensor | np.ndarray,
-                promoted: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
-    """1-based rank of each query's best-placed positive item, ``[Q]``.
-
-    ``scores [Q, N]`` orders items per query; ``positive [Q, N]`` marks the matches. Items in
-    ``promoted`` (the re-scored candidates of two-stage retrieval) rank above every item not in
-    it, whatever their scores. A non-matching item placed level with the best match counts
-    against the query: rank = 1 + the number of non-matching items ranked at or above it.
-    """
-    scores = torch.as_tensor(scores)
-    positive = torch.as_tensor(positive, dtype=torch.bool, device=scores.device)
-    if scores.ndim != 2 or positive.shape != scores.shape:
-        raise EercfError(f"scores must be a [queries, items] matrix with a same-shaped positive "
-                         f"mask, got {tuple(scores.shape)} and {tuple(positive.shape)}")
-    if torch.isnan(scores).any():
-        raise EercfError("the similarity matrix contains NaN")
-    if not positive.any(1).all():
-        missing = int((~positive.any(1)).nonzero()[0])
-        raise EercfError(f"query {missing} has no matching item")
-    if promoted is None:
-        promoted = torch.zeros_like(positive)
-    promoted = torch.as_tensor(promoted, dtype=torch.bool, device=scores.device)
-    ranks = []
-    for start in range(0, scores.shape[0], _ROW_CHUNK):
-        rows = slice(start, start + _ROW_CHUNK)
-        s, pos, up = scores[rows], positive[rows], promoted[rows]
-        best_up = (pos & up).any(1, keepdim=True)  # the best match is a promoted item
-        same_tier = up == best_up
-        best = torch.where(pos & same_tier, s, torch.full_like(s, float("-inf"))).amax(1, keepdim=True)
-        above = ~pos & ((up & ~best_up) | (same_tier & (s >= best)))
-        ranks.append(1 + above.sum(1))
-    return torch.cat(ranks)
-
-
-def metrics_from_ranks(ranks: torch.Tensor | np.ndarray | Sequence[int]) -> dict[str, float]:
-    """``R1 R5 R10 R50`` (percent of queries whose match ranks within k), median and mean rank."""
-    ranks = np.asarray(torch.as_tensor(ranks).cpu(), dtype=np.float64)
-    if ranks.size == 0:
-        raise EercfError("no queries to score")
-    out = {f"R{k}": float(100.0 * np.mean(ranks <= k)) for k in RECALL_AT}
-    out["MdR"] = float(np.median(ranks))
-    out["MnR"] = float(np.mean(ranks))
-    return out
-
-
-def retrieval_metrics(sim: torch.Tensor | np.ndarray,
-                      query_items: torch.Tensor | np.ndarray | Sequence[int] | None = None
-                      ) -> dict[str, float]:
-    """Metrics of ``sim[i, j]`` (score of query i for item j) where query i matches item
-    ``query_items[i]`` (default: item i). Keys ``R1 R5 R10 R50 MdR MnR``; ties count against."""
-    sim = torch.as_tensor(sim)
-    if sim.ndim != 2:
-        raise EercfError(f"sim must be a [queries, items] matrix, got shape {tuple(sim.shape)}")
-    n_queries, n_items = sim.shape
-    if query_items is None:
-        if n_queries > n_items:
-            raise EercfError(f"{n_queries} queries but only {n_items} items: pass query_items")
-        query_items = torch.arange(n_queries)
-    query_items = torch.as_tensor(query_items, dtype=torch.long, device=sim.device)
-    _check_index(query_items, n_queries, n_items, "query_items")
-    positive = torch.nn.functional.one_hot(query_items, n_items).bool()
-    return metrics_from_ranks(match_ranks(sim, positive))
-
-
-def multi_caption_metrics(sim: torch.Tensor | np.ndarray,
-                          caption_video: torch.Tensor | np.ndarray | Sequence[int], *,
-                          v2t_sim: torch.Tensor | np.ndarray | None = None,
-                          t2v_promoted: torch.Tensor | None = None,
-                          v2t_promoted: torch.Tensor | None = None) -> dict[str, dict[str, float]]:
-    """Both directions of the multi-caption protocol for ``sim [captions, videos]`` and
-    ``caption_video[c]``, the video caption c describes.
-
-    t2v: each caption ranks all videos. v2t: each video that has captions ranks all captions
-    (``v2t_sim [videos, captions]``, default ``sim.T``) and counts its best-ranked own caption.
-    ``*_promoted`` mark re-scored candidates ranked above all others (two-stage retrieval).
-    """
-    sim = torch.as_tensor(sim)
-    if sim.ndim != 2:
-        raise EercfError(f"sim must be a [captions, videos] matrix, got shape {tuple(sim.shape)}")
-    n_captions, n_videos = sim.shape
-    caption_video = torch.as_tensor(caption_video, dtype=torch.long, device=sim.device)
-    _check_index(caption_video, n_captions, n_videos, "caption_video")
-    t2v_positive = torch.nn.functional.one_hot(caption_video, n_videos).bool()
-    v2t_sim = sim.T if v2t_sim is None else torch.as_tensor(v2t_sim)
-    v2t_positive = t2v_positive.T
-    queried = v2t_positive.any(1)  # videos without captions stay in the gallery, not queries
-    if v2t_promoted is not None:
-        v2t_promoted = torch.as_tensor(v2t_promoted)[queried]
-    return {
-        "t2v": metrics_from_ranks(match_ranks(sim, t2v_positive, t2v_promoted)),
-        "v2t": metrics_from_ranks(match_ranks(v2t_sim[queried], v2t_positive[queried],
-                                              v2t_promoted)),
-    }
-
-
-def _check_index(index: torch.Tensor, n_queries: int, n_items: int, name: str) -> None:
-    if index.shape != (n_queries,):
-        raise EercfError(f"{name} must hold one item index per query ({n_queries}), "
-                         f"got shape {tuple(index.shape)}")
-    if n_queries and (int(index.min()) < 0 or int(index.max()) >= n_items):
-        raise EercfError(f"{name} has an item index outside 0..{n_items - 1}")
-
-
-def apply_dual_softmax(sim: torch.Tensor) -> torch.Tensor:
-    """The dual-softmax (inverted softmax) re-normalisation over the query set: each score is
-    scaled by its softmax over all queries (rows), which penalises items that match everything.
-    Transductive: a query's ranking depends on the other queries. ``sim`` holds logits."""
-    return sim * torch.softmax(sim.float(), dim=0).to(sim.dtype)
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -157,7 +40,6 @@ def stage1_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures") -
 def all_pairs_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures",
                      weights: dict | None = None) -> torch.Tensor:
     """The fused score ``[T, V]`` of every pair (what two-stage retrieval avoids computing)."""
-    from .similarity import fuse
     return fuse(model.similarity(text, videos), model.fusion_weights(weights))
 
 
@@ -188,8 +70,6 @@ def two_stage_v2t_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatu
     """Video-to-text two-stage ranking ``(scores [V, T], promoted [V, T])``: each video recalls
     its top ``topk`` captions by stage 1 and only those caption-video pairs get the fused
     score (the captions gathered, scored against the one video)."""
-    from .similarity import fuse
-
     stage1_v2t = (stage1_scores(model, text, videos) if stage1 is None else stage1).T
     k = min(topk, len(text))
     candidates = stage1_v2t.topk(k, dim=1).indices                         # [V, k] caption ids
@@ -310,27 +190,26 @@ class EncodedSet:
     seconds: float = 0.0
 
 
-def encode_records(model: "EERCF", records: Sequence["VideoRecord"], *, batch_size: int = 16,
-                   workers: int = 0, num_frames: int | None = None, fps: float | None = None,
-                   cache_dir: str | None = None, dtype: torch.dtype | None = None,
+def encode_records(model: "EERCF", records: Sequence["VideoRecord"], *,
+                   transform: "VideoTransform | None" = None, batch_size: int = 16,
+                   workers: int = 0, cache_dir: str | None = None,
                    progress: bool = True) -> EncodedSet:
     """Decode and encode every video of ``records`` and every caption of the videos that
-    decoded (frames sampled as the model's config says unless ``num_frames``/``fps`` given).
+    decoded, sampled with ``transform`` (default: the model's, as an index samples them).
     Videos that fail are reported by the loader, skipped, and listed in ``failed``."""
-    from .data.loader import VideoClips, make_loader
-    from .encode import encode_texts, encode_videos
-    from .model import VideoFeatures
+    from ..data.loader import VideoClips, make_loader
+    from ..model import VideoFeatures
+    from ..model.encode import encode_texts, encode_videos
 
     if not records:
         raise EercfError("no videos to evaluate")
-    config = model.config
-    clips = VideoClips(list(records), num_frames=num_frames or config["eercf"]["max_frames"],
-                       fps=fps, image_size=config["vision"]["image_size"],
-                       mean=config["preprocess"]["mean"], std=config["preprocess"]["std"])
+    transform = transform or model.transform
+    clips = VideoClips(list(records), transform)
     loader = make_loader(clips, batch_size=batch_size, workers=workers, cache_dir=cache_dir)
     start = time.perf_counter()
     parts, kept, failed = [], [], []
-    for batch, features in encode_videos(model, loader, dtype=dtype, progress=progress):
+    for batch, features in encode_videos(model, loader, precision=transform.precision,
+                                         progress=progress):
         failed.extend(batch.get("failed") or ())
         if features is not None:
             parts.append(features)
@@ -348,19 +227,3 @@ def encode_records(model: "EERCF", records: Sequence["VideoRecord"], *, batch_si
     return EncodedSet(text=text, caption_video=torch.tensor(caption_video),
                       videos=VideoFeatures.cat(parts), video_ids=[records[i].video_id for i in kept],
                       captions=captions, failed=failed, seconds=time.perf_counter() - start)
-
-
-def evaluate(model: "EERCF", records: Sequence["VideoRecord"], *, modes: Iterable[str] = MODES,
-             topk: int | None = None, dual_softmax: bool = False, weights: dict | None = None,
-             batch_size: int = 16, workers: int = 0, num_frames: int | None = None,
-             fps: float | None = None, cache_dir: str | None = None,
-             dtype: torch.dtype | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Text-to-video and video-to-text metrics of ``model`` on ``records`` (e.g. a split from
-    ``eercf.data.datasets.load_dataset``) in each mode: ``{mode: {"t2v": {R1 R5 R10 R50 MdR
-    MnR}, "v2t": {...}, "seconds": scoring time}}``. ``topk`` defaults to the model's re-rank
-    K; ``weights`` overrides some of its fusion weights (ablations, see :meth:`EERCF.fusion_weights`)."""
-    encoded = encode_records(model, records, batch_size=batch_size, workers=workers,
-                             num_frames=num_frames, fps=fps, cache_dir=cache_dir, dtype=dtype,
-                             progress=progress)
-    return score_modes(model, encoded.text, encoded.caption_video, encoded.videos, modes=modes,
-                       topk=topk, dual_softmax=dual_softmax, weights=weights)

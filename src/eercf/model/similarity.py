@@ -1,4 +1,4 @@
-"""The five EERCF similarities (DESIGN.md §1) as pure functions.
+"""The five EERCF similarities (``docs/method.md`` §3) as pure functions over the TIB gates.
 
 Two front-ends share one core: ``dense_scores`` (every text against every video, for training
 and all-pairs evaluation) and ``candidate_scores`` (each query against its own K candidates,
@@ -9,48 +9,14 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
-from typing import Callable, Collection, Sequence
+from typing import Collection, Sequence
 
 import torch
-import torch.nn.functional as F
+
+from . import tib
+from .tib import Temperatures
 
 LEVELS = ("video", "frame_weak", "frame_strong", "patch_weak", "patch_strong")
-
-
-@dataclass(frozen=True)
-class Temperatures:
-    frame_weak: float = 0.01
-    frame_strong: float = 0.1
-    patch: float = 0.01
-
-    @classmethod
-    def from_config(cls, method: dict) -> "Temperatures":
-        return cls(method["frame_weak_temperature"], method["frame_strong_temperature"],
-                   method["patch_temperature"])
-
-
-def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Softmax of ``logits / temperature`` over the last axis, zero where ``mask`` is False."""
-    return (logits / temperature).masked_fill(~mask, float("-inf")).softmax(dim=-1)
-
-
-def _frame_levels(text: torch.Tensor, a: torch.Tensor, frame_mask: torch.Tensor,
-                  frame_weight: torch.Tensor, scale: torch.Tensor, temps: Temperatures,
-                  pool_temporal: Callable[[torch.Tensor], torch.Tensor],
-                  mix_frames: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """From the text-frame gates ``a [T, V, F]`` to ``S_fw``, ``S_fs`` ``[T, V]`` and the strong
-    frame gate ``[T, V, F]``. ``pool_temporal(gate)`` pools the temporal vectors with gate
-    weights, ``mix_frames(gate, W_f)`` is ``gate @ W_f``."""
-    a = a.masked_fill(~frame_mask, 0.0)
-    weak_frame_gate = mix_frames(masked_softmax(a, frame_mask, temps.frame_weak),
-                                 frame_weight.float())
-    frame_weak = scale * (a * weak_frame_gate).sum(-1)
-    strong_frame_gate = masked_softmax(a, frame_mask, temps.frame_strong)
-    pooled = F.normalize(pool_temporal(strong_frame_gate), dim=-1)
-    frame_strong = scale * (pooled * text[:, None, :]).sum(-1)
-    return frame_weak, frame_strong, strong_frame_gate
 
 
 _workspace = threading.local()
@@ -85,15 +51,13 @@ def dense_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tensor,
     a = torch.einsum("td,vfd->tvf", text, frames.float())
     b = torch.einsum("td,vnd->tvn", text, flat_patches)
     video_score = scale * (text @ global_weight.float()) @ video.float().T
-    frame_weak, frame_strong, _ = _frame_levels(
+    frame_weak, frame_strong, _ = tib.frame_levels(
         text, a, frame_mask, frame_weight, scale, temps,
-        pool_temporal=lambda w: torch.einsum("tvf,vfd->tvd", w, temporal.float()),
-        mix_frames=torch.matmul)
-    b = b.masked_fill(~patch_mask, 0.0)
-    patch_gate = masked_softmax(b, patch_mask, temps.patch)
-    patch_weak = scale * (b * patch_gate).sum(-1)
-    pooled = F.normalize(torch.einsum("tvn,vnd->tvd", patch_gate, flat_patches), dim=-1)
-    patch_strong = scale * (pooled * text[:, None, :]).sum(-1)
+        pool=lambda w: torch.einsum("tvf,vfd->tvd", w, temporal.float()), mix=torch.matmul)
+    b, patch_gate = tib.patch_gate(b, patch_mask, temps)
+    patch_weak = tib.weak_score(b, patch_gate, scale)
+    patch_strong = tib.strong_score(
+        text, tib.pooled(patch_gate, lambda w: torch.einsum("tvn,vnd->tvd", w, flat_patches)), scale)
     return {"video": video_score, "frame_weak": frame_weak, "frame_strong": frame_strong,
             "patch_weak": patch_weak, "patch_strong": patch_strong}
 
@@ -133,20 +97,19 @@ def candidate_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tens
         return _scratch("frames", features.shape, text.device).copy_(features)
 
     a = widened(frames).mul_(text[:, None, None, :]).sum(-1)
-    frame_weak, frame_strong, frame_gate = _frame_levels(
+    frame_weak, frame_strong, frame_gate = tib.frame_levels(
         text, a, mask, frame_weight, scale, temps,
-        pool_temporal=lambda w: widened(temporal).mul_(w[..., None]).sum(-2),
-        mix_frames=lambda w, x: (w[..., :, None] * x).sum(-2))
+        pool=lambda w: widened(temporal).mul_(w[..., None]).sum(-2),
+        mix=lambda w, x: (w[..., :, None] * x).sum(-2))
     out.update(frame_weak=frame_weak, frame_strong=frame_strong)
     flat_patches = patches.reshape(n_queries, k, n_frames * n_patches, dim)
     patch_mask = mask.repeat_interleave(n_patches, dim=2)
     b = _patch_products(flat_patches, text[:, None, :].expand(n_queries, k, dim))
-    b = b.masked_fill(~patch_mask, 0.0)
-    patch_gate = masked_softmax(b, patch_mask, temps.patch)
-    out["patch_weak"] = scale * (b * patch_gate).sum(-1)
+    b, patch_gate = tib.patch_gate(b, patch_mask, temps)
+    out["patch_weak"] = tib.weak_score(b, patch_gate, scale)
     if "patch_strong" in levels:
-        pooled = _patch_products(flat_patches, patch_gate, transposed=True)
-        out["patch_strong"] = scale * (F.normalize(pooled, dim=-1) * text[:, None, :]).sum(-1)
+        out["patch_strong"] = tib.strong_score(text, tib.pooled(
+            patch_gate, lambda w: _patch_products(flat_patches, w, transposed=True)), scale)
     out = {level: out[level] for level in LEVELS if level in levels}
     if with_weights:
         out["frame_weights"] = frame_gate
@@ -182,22 +145,3 @@ def fuse(scores: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Te
     if total is None:
         raise ValueError("fusion weights are all zero")
     return total
-
-
-def symmetric_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """``(CE over rows + CE over columns) / 2`` with the diagonal as target."""
-    target = torch.arange(logits.shape[0], device=logits.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-
-
-def pearson_constraint(text: torch.Tensor, other: torch.Tensor, diagonal: float,
-                       off_diagonal: float) -> torch.Tensor:
-    """``L_P``: standardise both feature batches (unbiased std), correlate dimension-wise, and
-    pull the diagonal of the cross-correlation to 1 (and, if weighted, the rest to 0)."""
-    z_t = (text - text.mean(0)) / text.std(0)
-    z_x = (other - other.mean(0)) / other.std(0)
-    corr = z_t.T @ z_x / text.shape[0]
-    diag = torch.diagonal(corr)
-    on = (diag - 1).pow(2).sum()
-    off = corr.pow(2).sum() - diag.pow(2).sum()
-    return diagonal * on + off_diagonal * off

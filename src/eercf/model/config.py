@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import EercfError
+from ..errors import EercfError
 
 
 def _config_dir() -> Path:
@@ -16,7 +16,7 @@ def _config_dir() -> Path:
 
 def list_models() -> list[str]:
     """Names of the architectures shipped in ``configs/``."""
-    return sorted(p.stem for p in _config_dir().glob("*.json") if not p.stem.startswith("train"))
+    return sorted(p.stem for p in _config_dir().glob("*.json"))
 
 
 def get_model_config(name: str) -> dict[str, Any]:
@@ -25,11 +25,6 @@ def get_model_config(name: str) -> dict[str, Any]:
     if not path.is_file():
         raise EercfError(f"unknown model {name!r}: choose one of {', '.join(list_models())}")
     return json.loads(path.read_text())
-
-
-def method_defaults() -> dict[str, Any]:
-    """The EERCF method settings (temperatures, loss and re-rank weights) of DESIGN.md §1."""
-    return copy.deepcopy(get_model_config("ViT-B-32")["eercf"])
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,58 @@
+"""Ingest: decode, encode and add videos to an index, a batch per commit, so an interrupted run
+loses at most one batch and a rerun skips what is in. Every video is sampled with the
+transform the index records; a video that cannot be decoded is reported and skipped."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..data.sources import stored_uri
+
+if TYPE_CHECKING:
+    from ..data.datasets import VideoRecord
+    from ..model import EERCF
+    from .video_index import VideoIndex
+
+SAVE_STAGE1_EVERY = 60.0  # seconds between stage-1 file writes during a long run
+
+
+def ingest(index: "VideoIndex", model: "EERCF", records: Sequence["VideoRecord"], *,
+           batch_size: int = 16, workers: int = 2, progress: bool = True) -> dict[str, Any]:
+    """Add the videos of ``records`` that the index does not hold yet, holding the writer lock
+    for the whole run. Returns ``{"added", "skipped", "failed": [{"video", "path", "error"}],
+    "videos", "seconds"}``; each video's row keeps its absolute uri, duration, frame times and
+    captions (as metadata)."""
+    from ..data.loader import VideoClips, make_loader
+    from ..model.encode import encode_videos
+
+    index.check_model(model)
+    transform = index.model_info.video_transform(model)
+    started = time.perf_counter()
+    summary: dict[str, Any] = {"added": 0, "skipped": 0, "failed": []}
+    with index.writing():  # one writer: nobody else adds what this run is about to add
+        present = set(index.ids())
+        todo = [r for r in records if r.video_id not in present]
+        summary["skipped"] = len(records) - len(todo)
+        if todo:
+            # the index holds a Lance dataset, whose threads make forking unsafe
+            loader = make_loader(VideoClips(todo, transform), batch_size=batch_size,
+                                 workers=workers, start_method="forkserver")
+            last_save = time.monotonic()
+            for batch, features in encode_videos(model, loader, precision=transform.precision,
+                                                 progress=progress):
+                summary["failed"].extend({"video": f["video_id"], "path": f["path"],
+                                          "error": f["reason"]} for f in batch["failed"])
+                if features is None:
+                    continue
+                rows = [todo[int(i)] for i in batch["index"]]
+                save = time.monotonic() - last_save > SAVE_STAGE1_EVERY
+                summary["added"] += index.add(
+                    [r.video_id for r in rows], [stored_uri(r.path) for r in rows],
+                    batch["duration"], batch["timestamps"], features,
+                    [{"captions": r.captions} if r.captions else None for r in rows],
+                    save_stage1=save)
+                last_save = time.monotonic() if save else last_save
+            index.save_stage1()
+    summary["videos"] = len(index)
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    return summary

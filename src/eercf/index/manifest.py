@@ -1,0 +1,91 @@
+"""What an index records about itself (``eercf-index.json``): the layout format, and the model
+whose features define its vector space, with the video transform its videos were sampled
+with. A query model must have the recorded fingerprint."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..weights.factory import run_checkpoint
+
+if TYPE_CHECKING:
+    from ..model import EERCF, VideoTransform
+
+FORMAT = 1                    # the index layout this code writes; it reads this and older
+MANIFEST = "eercf-index.json"
+KIND = "eercf-index"
+
+
+def write_json(path: Path, value: dict[str, Any]) -> None:
+    """Write ``value`` to ``path`` atomically (a reader sees the old file or the new one)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
+_fingerprints: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
+def model_fingerprint(model: "EERCF") -> str:
+    """SHA-256 of the architecture and every weight (as fp32), so an index can refuse a query
+    model whose features would not be comparable. The fusion and loss settings are left out:
+    they do not change a feature. Cached until a parameter changes in place."""
+    versions = tuple(t._version for t in model.state_dict().values())
+    cached = _fingerprints.get(model)
+    if cached and cached[0] == versions:
+        return cached[1]
+    config = {k: v for k, v in model.config.items() if k != "eercf"}
+    config["eercf"] = {k: v for k, v in model.config["eercf"].items() if k not in ("rerank", "loss")}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy())
+    fingerprint = digest.hexdigest()
+    _fingerprints[model] = (versions, fingerprint)
+    return fingerprint
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model an index was built with: its features define the index's vector space.
+    ``source`` is what ``eercf.load_model`` loads it from (None for a model made in Python);
+    ``transform`` is how every video of the index was sampled and encoded."""
+
+    name: str
+    fingerprint: str
+    source: str | None
+    embed_dim: int
+    frames: int
+    patches: int
+    transform: dict[str, Any] | None = None  # None: an index from before transforms were kept
+
+    @classmethod
+    def of(cls, model: "EERCF", source: str | os.PathLike | None = None,
+           transform: "VideoTransform | None" = None) -> "ModelInfo":
+        """What an index built by ``model`` records: where the model loads from and the video
+        transform its videos are sampled with (default: the model's)."""
+        vision = model.config["vision"]
+        if source is not None and Path(source).exists():
+            source = str(run_checkpoint(Path(source)).resolve())
+        return cls(name=model.config.get("name", "unnamed"), fingerprint=model_fingerprint(model),
+                   source=None if source is None else str(source),
+                   embed_dim=model.config["embed_dim"], frames=model.config["eercf"]["max_frames"],
+                   patches=(vision["image_size"] // vision["patch_size"]) ** 2,
+                   transform=(transform or model.transform).to_dict())
+
+    def video_transform(self, model: "EERCF") -> "VideoTransform":
+        """The transform the index's videos were sampled with (an index from before the
+        transform was recorded: the model's, which is how it was built)."""
+        from ..model import VideoTransform
+
+        if self.transform is None:
+            return model.transform
+        values = dict(self.transform)
+        return VideoTransform(**{**values, "mean": tuple(values["mean"]), "std": tuple(values["std"])})

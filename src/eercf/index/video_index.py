@@ -1,0 +1,365 @@
+"""``VideoIndex``: a folder that stores a video collection's features and searches it by text.
+
+Layout of the folder::
+
+    eercf-index.json     what this is: format, the model that built it, the FAISS factory
+    videos.lance/        the Lance dataset, one row per video (the source of truth)
+    stage1.json          stamp of the FAISS file: Lance version, rows, checksum
+    stage1-vN.faiss      FAISS index over the video vectors of Lance version N (derived)
+    writer.lock          held by the one process allowed to write at a time
+
+Every change is one Lance commit, so a crash leaves the previous version intact and a reader
+always sees whole videos. A search pins one Lance version for both stages.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import lance
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import EercfError
+from . import ann, store
+from .manifest import FORMAT, KIND, MANIFEST, ModelInfo, model_fingerprint, write_json
+
+if TYPE_CHECKING:
+    from ..model import EERCF, VideoFeatures
+    from .search import SearchResult
+
+log = logging.getLogger(__name__)
+
+DATASET = "videos.lance"
+LOCK = "writer.lock"
+
+@dataclass
+class Snapshot:
+    """One Lance version of the store and the stage-1 index built from it."""
+
+    dataset: lance.LanceDataset
+    stage1: ann.Stage1
+
+    @property
+    def version(self) -> int:
+        return self.stage1.version
+
+
+class VideoIndex:
+    """A searchable video collection in a folder (see the module docstring for the layout).
+
+    Build with :meth:`create` (or open with :meth:`open`), fill with :meth:`add`, query with
+    :meth:`search`. One process writes at a time; any number read, each search seeing one
+    consistent version. Within a process, give a thread that writes its own ``VideoIndex``
+    object (an object caches the opened store and stage-1 index, which its writes update)."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any]):
+        self.folder = folder
+        self._manifest = manifest
+        self._stage1: ann.Stage1 | None = None
+        self._opened: lance.LanceDataset | None = None
+        self._lock_depth = 0  # > 0 while this object holds the writer lock
+        self._model: "EERCF | None" = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def create(cls, folder: str | os.PathLike, model_info: "ModelInfo | EERCF",
+               index_factory: str = ann.EXACT, search_params: str = "") -> "VideoIndex":
+        """A new, empty index in ``folder`` (which must be absent or empty). ``index_factory``
+        is a FAISS factory string (default exact ``Flat``; e.g. ``IVF1024,Flat``, ``HNSW32``,
+        ``IVF1024,PQ64``) and ``search_params`` FAISS search parameters (``nprobe=16``)."""
+        folder = Path(folder)
+        info = model_info if isinstance(model_info, ModelInfo) else ModelInfo.of(model_info)
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            what = "an index already" if (folder / MANIFEST).exists() else "not empty"
+            raise EercfError(f"cannot create an index in {folder}: it is {what}")
+        ann.check_factory(index_factory, info.embed_dim, search_params)
+        folder.mkdir(parents=True, exist_ok=True)
+        dataset = store.create(folder / DATASET, info.embed_dim, info.frames, info.patches)
+        manifest = {"kind": KIND, "format": FORMAT, "eercf_version": __version__,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "model": asdict(info), "index_factory": index_factory,
+                    "search_params": search_params}
+        index = cls(folder, manifest)
+        index._rebuild_and_save(dataset)
+        write_json(folder / MANIFEST, manifest)  # written last: its presence means complete
+        return index
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> "VideoIndex":
+        """Open an existing index; a foreign folder or a newer format gets a clear error."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise EercfError(f"index {folder} does not exist")
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise EercfError(f"{folder} is not an eercf index (no {MANIFEST})") from None
+        except (OSError, ValueError) as err:
+            raise EercfError(f"{folder / MANIFEST} is unreadable: {err}") from err
+        if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
+            raise EercfError(f"{folder} is not an eercf index ({MANIFEST} is not an index manifest)")
+        if not isinstance(manifest.get("format"), int) or manifest["format"] > FORMAT:
+            raise EercfError(f"index {folder} has format {manifest.get('format')!r}, written by "
+                             f"eercf {manifest.get('eercf_version', '?')}; this eercf "
+                             f"{__version__} reads formats up to {FORMAT}: upgrade eercf")
+        index = cls(folder, manifest)
+        dataset = index._dataset()
+        expected = (index.model_info.embed_dim, index.model_info.frames, index.model_info.patches)
+        try:
+            found = store.dims(dataset.schema)
+        except KeyError as err:
+            raise EercfError(f"{folder / DATASET} is not an eercf feature store "
+                             f"(no column {err})") from None
+        if found != expected:
+            raise EercfError(f"{folder / DATASET} stores (dim, frames, patches) {found}, its "
+                             f"manifest says {expected}")
+        return index
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return ModelInfo(**self._manifest["model"])
+
+    @property
+    def index_factory(self) -> str:
+        return self._manifest["index_factory"]
+
+    @property
+    def search_params(self) -> str:
+        return self._manifest.get("search_params", "")
+
+    def _dataset(self) -> lance.LanceDataset:
+        """The latest version of the store. The opened dataset is kept while no commit
+        happens, so its file metadata stays cached between searches."""
+        cached = self._opened
+        if cached is None or cached.latest_version != cached.version:
+            cached = self._opened = store.open_dataset(self.folder / DATASET)
+        return cached
+
+    def __len__(self) -> int:
+        return self._dataset().count_rows()
+
+    def ids(self) -> list[str]:
+        """Every video id, in store order."""
+        return store.all_ids(self._dataset())
+
+    @property
+    def version(self) -> int:
+        """The latest Lance version of the store (one more per committed change)."""
+        return self._dataset().version
+
+    def bytes_on_disk(self) -> int:
+        """Bytes of the whole folder (store with every version kept, FAISS file, manifest)."""
+        return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
+
+    # ------------------------------------------------------------------ writing
+    @contextlib.contextmanager
+    def writing(self, wait: float = 10.0) -> Iterator[None]:
+        """Hold the writer lock for a whole session of changes (``eercf index`` holds it for
+        its run), so that no other process writes in between. Re-entrant."""
+        with self._writing(wait):
+            yield
+
+    @contextlib.contextmanager
+    def _writing(self, wait: float = 10.0) -> Iterator[None]:
+        """Hold the writer lock (released by the kernel even on SIGKILL), waiting up to
+        ``wait`` seconds for another holder (a reader saving a rebuilt stage-1 file)."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        deadline = time.monotonic() + wait
+        with open(self.folder / LOCK, "a+") as lock:
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise EercfError(f"index {self.folder} is being written by another "
+                                         f"process; one writer at a time") from None
+                    time.sleep(0.05)
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def add(self, ids: Sequence[str], uris: Sequence[str | None], durations: Sequence[float | None],
+            timestamps: Sequence[Sequence[float]], features: "VideoFeatures",
+            metadata: Sequence[dict[str, Any] | None] | None = None, *,
+            save_stage1: bool = True) -> int:
+        """Add whole videos in one commit: ids (unique, not yet in the index), uris, durations
+        (seconds or None), each video's frame timestamps (one per real frame), the features
+        from ``model.encode_video`` and optional JSON-able metadata. Returns the rows added.
+
+        The stage-1 index is extended in memory; writing its file costs O(collection), so a
+        bulk load passes ``save_stage1=False`` and calls :meth:`save_stage1` now and then
+        (readers meanwhile rebuild it from the store, never trusting a stale file)."""
+        if len(ids) == 0:
+            return 0
+        repeated = [i for i, n in Counter(ids).items() if n > 1]
+        if repeated:
+            raise EercfError(f"video id {repeated[0]!r} appears twice in one add")
+        with self._writing():
+            dataset = self._dataset()
+            table = store.to_table(dataset.schema, ids, uris, durations, timestamps, features, metadata)
+            present = set(store.all_ids(dataset)).intersection(ids)
+            if present:
+                raise EercfError(f"{len(present)} video id(s) already in index {self.folder}, "
+                                 f"e.g. {sorted(present)[0]!r}: remove them first")
+            previous = self._current_stage1(dataset, persist=False)
+            committed = lance.write_dataset(table, dataset, mode="append")
+            vectors = np.ascontiguousarray(store.column_array(table, "video"), dtype=np.float32)
+            if committed.version == previous.version + 1 and previous.factory == self.index_factory:
+                stage1 = ann.extend(previous, vectors, committed.version)
+            else:  # someone else committed, or the collection can now train the factory
+                stage1 = self._build(committed)
+            self._stage1 = stage1
+            if save_stage1:
+                ann.save(self.folder, stage1)
+        return len(ids)
+
+    def save_stage1(self) -> None:
+        """Write the stage-1 index of the latest version (after adds with ``save_stage1=False``)."""
+        with self._writing():
+            dataset = self._dataset()
+            stage1 = self._current_stage1(dataset, persist=False)
+            ann.save(self.folder, stage1)
+
+    def remove(self, ids: Sequence[str]) -> list[str]:
+        """Remove videos by id in one commit; returns the ids that were present (the others
+        are reported in the log and skipped)."""
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        with self._writing():
+            dataset = self._dataset()
+            present = sorted(set(store.all_ids(dataset)).intersection(ids))
+            missing = sorted(set(ids) - set(present))
+            if missing:
+                log.warning("not in index %s, skipped: %s", self.folder, ", ".join(missing))
+            if not present:
+                return []
+            dataset.delete("id IN (" + ", ".join(map(store.sql_string, present)) + ")")
+            self._rebuild_and_save()
+        return present
+
+    def reindex(self, index_factory: str | None = None, search_params: str | None = None,
+                keep_versions: timedelta = timedelta(hours=1)) -> None:
+        """Compact the store (dropping removed rows' data), forget versions older than
+        ``keep_versions`` (searches in flight pin a recent one), and retrain the stage-1
+        index from scratch, optionally with a new FAISS factory / search parameters."""
+        factory = self.index_factory if index_factory is None else index_factory
+        params = self.search_params if search_params is None else search_params
+        ann.check_factory(factory, self.model_info.embed_dim, params)
+        with self._writing():
+            if (factory, params) != (self.index_factory, self.search_params):
+                self._manifest = {**self._manifest, "index_factory": factory, "search_params": params}
+                write_json(self.folder / MANIFEST, self._manifest)
+            dataset = self._dataset()
+            if dataset.count_rows():
+                dataset.optimize.compact_files()
+            self._dataset().cleanup_old_versions(older_than=keep_versions)
+            self._rebuild_and_save()
+
+    def _rebuild_and_save(self, dataset: lance.LanceDataset | None = None) -> None:
+        self._stage1 = self._build(dataset or self._dataset())
+        ann.save(self.folder, self._stage1)
+
+    def _build(self, dataset: lance.LanceDataset) -> ann.Stage1:
+        return ann.build(store.video_vectors(dataset), self.index_factory, self.search_params,
+                         dataset.version)
+
+    # ------------------------------------------------------------------ reading
+    def _current_stage1(self, dataset: lance.LanceDataset, persist: bool) -> ann.Stage1:
+        """The stage-1 index of ``dataset``'s version: from memory, from the verified file, or
+        rebuilt from the store (and saved when ``persist`` and no writer holds the lock)."""
+        if self._stage1 is not None and self._stage1.version == dataset.version:
+            return self._stage1
+        rows = dataset.count_rows()
+        stage1, problem = ann.load(self.folder, dataset.version, rows, self.model_info.embed_dim,
+                                   self.search_params)
+        if stage1 is None:
+            level = logging.INFO if problem.startswith("stale") else logging.WARNING
+            log.log(level, "stage-1 index of %s %s: rebuilding it from the store",
+                    self.folder, problem)
+            stage1 = self._build(dataset)
+            if persist:
+                with contextlib.suppress(EercfError, OSError), self._writing(wait=0):
+                    ann.save(self.folder, stage1)
+        self._stage1 = stage1
+        return stage1
+
+    def snapshot(self) -> Snapshot:
+        """Pin the latest version: its store and its stage-1 index."""
+        dataset = self._dataset()
+        return Snapshot(dataset, self._current_stage1(dataset, persist=True))
+
+    def check_model(self, model: "EERCF") -> None:
+        """Refuse a query model whose features do not live in this index's space."""
+        info = self.model_info
+        fingerprint = model_fingerprint(model)
+        if fingerprint != info.fingerprint:
+            raise EercfError(
+                f"index {self.folder} was built with model {info.name!r} (fingerprint "
+                f"{info.fingerprint[:12]}); the query model {model.config.get('name', '?')!r} has "
+                f"fingerprint {fingerprint[:12]}: use the model that built the index, or rebuild it")
+
+    def model(self) -> "EERCF":
+        """The model that built this index, loaded from its recorded source (cached)."""
+        if self._model is None:
+            from ..weights import load_model
+
+            source = self.model_info.source
+            if source is None:
+                raise EercfError(f"index {self.folder} does not record where its model "
+                                 f"{self.model_info.name!r} is: pass the model explicitly")
+            self._model = load_model(source)
+        return self._model
+
+    def search(self, texts: str | Sequence[str], k: int = 10, topk: int | None = None,
+               model: "EERCF | None" = None, weights: dict[str, float] | None = None
+               ) -> list["SearchResult"]:
+        """Search by text: one :class:`~eercf.search.SearchResult` per query, ``k`` hits each,
+        the top ``topk`` of stage 1 (default: the model's, 50) re-scored by stage 2 with the
+        fusion ``weights`` (default: the model's). ``model`` defaults to the one recorded."""
+        from ..model.encode import encode_texts
+
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        model = self.model() if model is None else model
+        self.check_model(model)
+        started = time.perf_counter()
+        text = encode_texts(model, texts, progress=False)
+        encode_seconds = time.perf_counter() - started
+        return self.search_encoded(text, k, topk, model, weights, queries=texts,
+                                   timings={"encode_text": encode_seconds})
+
+    def search_encoded(self, text: torch.Tensor, k: int = 10, topk: int | None = None,
+                       model: "EERCF | None" = None, weights: dict[str, float] | None = None,
+                       queries: Sequence[str | None] | None = None,
+                       timings: dict[str, float] | None = None) -> list["SearchResult"]:
+        """:meth:`search` for already encoded texts ``[T, D]`` (``model.encode_text``)."""
+        from .search import two_stage
+
+        model = self.model() if model is None else model
+        self.check_model(model)
+        if text.ndim != 2 or text.shape[1] != self.model_info.embed_dim:
+            raise EercfError(f"query features must be [queries, {self.model_info.embed_dim}], "
+                             f"got {tuple(text.shape)}")
+        topk = int(model.config["eercf"]["rerank"]["topk"] if topk is None else topk)
+        snap = self.snapshot()
+        return two_stage(snap.dataset, snap.stage1, text, model, k=k, topk=topk,
+                         weights=weights, queries=queries, timings=timings)
