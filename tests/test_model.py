@@ -1,4 +1,4 @@
-"""The EERCF maths against slow loop-by-loop references written straight from DESIGN.md §1."""
+"""The EERCF maths against slow loop-by-loop references written straight from docs/method.md."""
 from __future__ import annotations
 
 import math
@@ -64,7 +64,7 @@ def normalise(vec: torch.Tensor) -> torch.Tensor:
 
 
 def reference_scores(model: EERCF, t: torch.Tensor, feats: VideoFeatures, v: int) -> dict[str, float]:
-    """DESIGN.md §1, one text and one video, valid frames only, in plain loops."""
+    """docs/method.md, one text and one video, valid frames only, in plain loops."""
     s = math.exp(float(model.clip.logit_scale.detach()))
     w_g, w_f = model.global_weight.detach(), model.frame_weight.detach()
     valid = [i for i in range(feats.mask.shape[1]) if feats.mask[v, i]]

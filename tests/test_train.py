@@ -80,6 +80,8 @@ def test_presets_and_overrides():
     assert cfg["model_config"] == {}
     with pytest.raises(EercfError, match="unknown setting in loss"):
         apply_override(cfg, "loss.strongest=1")
+    with pytest.raises(EercfError, match="set them as loss.NAME=VALUE"):
+        load_train_config("tiny", overrides=["model_config.eercf.loss.strong_weight=0"])
     with pytest.raises(EercfError, match="loss weight weak_weight must be a number"):
         load_train_config("tiny", overrides=["loss.weak_weight=\"high\""])
     with pytest.raises(EercfError, match="unknown training setting"):
@@ -94,6 +96,13 @@ def test_presets_and_overrides():
         load_train_config("tiny", overrides=["gate_anneal=1.5"])
     with pytest.raises(EercfError, match="gate_temperature_start"):
         load_train_config("tiny", overrides=["gate_temperature_start=0"])
+
+
+def test_a_run_saved_with_loss_weights_in_the_model_config_keeps_them(tmp_path: Path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model": "tiny", "model_config": {"eercf": {"loss": {"strong_weight": 0}}}}))
+    cfg = load_train_config(str(path))
+    assert cfg["loss"]["strong_weight"] == 0 and cfg["model_config"] == {"eercf": {}}
 
 
 def test_config_file_over_preset(tmp_path: Path):

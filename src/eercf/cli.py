@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
 from . import __version__, commands
 from .errors import EercfError
+
+# An OpenMP thread waiting at a barrier spins before it sleeps (libgomp: 300,000 spins). On
+# cores shared with another job a spinning thread takes the core its partner needs: a tiny
+# training step went from 0.9 s alone to 2.9 s beside a spinning process and 3.4-7.5 s beside
+# a second run, where a short spin keeps the speed alone and shares in proportion (1.9x and
+# 1.8x; benchmarks/shared_cores.py). Set before torch loads (every command imports it later);
+# a user's own OpenMP wait settings win.
+if not any(k in os.environ for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")):
+    os.environ["GOMP_SPINCOUNT"] = "3000"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ FLAGS = {"data": "data", "dataset": "dataset", "epochs": "epochs", "batch_size":
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train or fine-tune an EERCF model",
-        description="Train EERCF (contrastive + Pearson loss, DESIGN.md §1). Settings come "
+        description="Train EERCF (contrastive + Pearson loss, docs/method.md). Settings come "
                     "from a preset (configs/train/: 'tiny' from scratch, 'clip' the authors' "
                     "fine-tuning recipe; default: the preset named after --model, else 'clip') "
                     "or a JSON file, then the flags below, then each --set KEY=VALUE. "

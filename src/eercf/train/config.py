@@ -48,6 +48,9 @@ def read_config(path_or_preset: str) -> dict[str, Any]:
         raise EercfError(f"{path}: not a readable JSON config ({err})") from None
     if not isinstance(own, dict):
         raise EercfError(f"{path}: a training config is a JSON object")
+    legacy = own.get("model_config", {}).get("eercf", {}).pop("loss", None)
+    if legacy:  # a run saved when loss weights lived in the model config goes on with them
+        own["loss"] = {**legacy, **own.get("loss", {})}
     base = read_config(preset_for_model(own.get("model")))
     _check_keys(own, base, str(path))
     return merge(base, own)
@@ -154,6 +157,9 @@ def validate_config(cfg: dict[str, Any]) -> None:
     for key in OPEN_KEYS:
         if not isinstance(cfg[key], dict):
             raise EercfError(f"{key} must be an object, got {cfg[key]!r}")
+    if "loss" in cfg["model_config"].get("eercf", {}):
+        raise EercfError("loss weights are the training setting 'loss', not part of the model: "
+                         "set them as loss.NAME=VALUE (e.g. loss.strong_weight=0)")
     if len(cfg["best_metric"].split(".")) != 3:
         raise EercfError(f"best_metric is MODE.DIRECTION.METRIC (e.g. two_stage.t2v.R1), "
                          f"got {cfg['best_metric']!r}")
