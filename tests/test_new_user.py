@@ -143,9 +143,10 @@ def test_a_clone_with_no_research_data_beside_it_collects_and_skips(tmp_path):
     """What a user's clone sees: no ../shared. Every test collects; those needing the research
     data skip with the reason; the tokenizer works from the vocabulary in the package."""
     clone = tmp_path / "clone"
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
-    for name in files + [f"tests/{Path(__file__).name}"]:
+    for name in files:
         if (ROOT / name).is_file():
             (clone / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, clone / name)

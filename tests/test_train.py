@@ -49,7 +49,8 @@ def micro_config(data: Path, cache: Path, **settings) -> dict:
     equivalence below also covers their schedule."""
     cfg = load_train_config("tiny", overrides=[f"data={data}", f"cache_dir={cache}", "threads=1",
                                                "batch_size=4", "caption_views=2", "epochs=2",
-                                               "validate=false", "gate_temperature_start=1.0"])
+                                               "validate=false", "calibrate=false",
+                                               "gate_temperature_start=1.0"])
     cfg["model_config"] = MICRO
     cfg.update(settings)
     return cfg
@@ -136,9 +137,11 @@ def test_param_groups_and_schedule():
 # ----------------------------------------------------------------------------- equivalences
 @pytest.fixture(scope="module")
 def single_run(data: Path, tmp_path_factory) -> Path:
-    """One process, global batch 4 videos x 2 caption views, validation on: the reference."""
+    """One process, global batch 4 videos x 2 caption views, validation on (on the test split,
+    named, so that every run here trains on the same 13 videos): the reference."""
     root = tmp_path_factory.mktemp("single")
-    train(micro_config(data, root / "cache", validate=True), root / "run", progress=False)
+    train(micro_config(data, root / "cache", validate=True, val_split="test"), root / "run",
+          progress=False)
     return root / "run"
 
 
@@ -226,7 +229,7 @@ def test_batches_of_similar_videos_are_the_same_on_two_processes(single_run: Pat
 # ----------------------------------------------------------------------------- resume
 def _cli(data: Path, cache: Path, out: Path, *extra: str) -> list[str]:
     micro = [f"model_config={json.dumps(MICRO)}", f"cache_dir={cache}", "threads=1",
-             "validate=false", "checkpoint_every=2", "caption_views=2",
+             "validate=false", "calibrate=false", "checkpoint_every=2", "caption_views=2",
              "gate_temperature_start=1.0"]
     return [sys.executable, "-m", "eercf.cli", "train", "--data", str(data), "--model", "tiny",
             "--out", str(out), "--epochs", "3", "--batch-size", "4", "--no-progress",
@@ -259,3 +262,25 @@ def test_resume_after_kill_reproduces_run(data: Path, tmp_path: Path):
 def test_refuses_to_overwrite_a_run(single_run: Path, data: Path):
     with pytest.raises(EercfError, match="already holds a training run"):
         train(micro_config(data, single_run.parent / "cache"), single_run, progress=False)
+
+
+def test_validation_is_held_out_of_the_training_videos(data: Path, tmp_path: Path):
+    """By default a run validates on a tenth of its training videos, chosen by id (the same
+    whatever the file order), never on the test split; too few of them to fit fusion weights
+    on is reported and leaves the paper's."""
+    from eercf.data.datasets import load_dataset
+    from eercf.data.splits import held_out, split_off
+
+    records = load_dataset("msrvtt", data, "train")
+    kept, val = split_off(records, 0.1)
+    assert val and {r.video_id for r in kept}.isdisjoint(r.video_id for r in val)
+    assert split_off(records[::-1], 0.1)[1] == val[::-1]
+    assert [r.video_id for r in val] == [r.video_id for r in records if held_out(r.video_id, 0.1)]
+    summary = train(micro_config(data, tmp_path / "cache", validate=True, calibrate=True),
+                    tmp_path / "run", progress=False)
+    assert summary["train_videos"] == len(kept) and summary["fitted"] is None
+    test_ids = {r.video_id for r in load_dataset("msrvtt", data, "test")}
+    assert test_ids.isdisjoint(r.video_id for r in val)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log if "validation" in r] == [1, 2]
+    assert log[-1] == {"step": 6, "epoch": 2, "fitted": None}

@@ -28,9 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "lsmdc or generic")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--topk", type=int, default=None, metavar="K",
-                   help="stage-1 candidates re-ranked in two_stage mode (default: the model's, 50)")
-    p.add_argument("--modes", default="video,two_stage,all_pairs",
-                   help="comma-separated modes (default video,two_stage,all_pairs)")
+                   help="stage-1 candidates re-ranked in two_stage mode (default: the model's: "
+                        "fitted by calibration, else 50)")
+    p.add_argument("--modes", default=None,
+                   help="comma-separated modes of video, two_stage, two_stage_paper, all_pairs "
+                        "(default: all; two_stage_paper, the paper's fusion weights and K, only "
+                        "for a checkpoint whose weights were fitted by calibration)")
     p.add_argument("--dual-softmax", action="store_true",
                    help="also report video+dsl and all_pairs+dsl: dual softmax over the query set "
                         "(transductive: uses every test query at once)")
@@ -59,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def format_table(results: dict, summary: str) -> str:
     """Modes as rows (t2v and v2t each), metrics as columns."""
-    header = f"{'mode':<22}{'':4}" + "".join(f"{k:>8}" for k in ("R@1", "R@5", "R@10", "R@50", "MdR", "MnR")) + f"{'seconds':>10}"
+    header = f"{'mode':<26}{'':4}" + "".join(f"{k:>8}" for k in ("R@1", "R@5", "R@10", "R@50", "MdR", "MnR")) + f"{'seconds':>10}"
     lines = [summary, header, "-" * len(header)]
     for mode, result in results.items():
         label = mode + (f" (K={result['topk']})" if "topk" in result else "")
@@ -68,7 +71,7 @@ def format_table(results: dict, summary: str) -> str:
             m = result[direction]
             cells = "".join(f"{m[k]:8.1f}" for k in ("R1", "R5", "R10", "R50", "MdR", "MnR"))
             seconds = f"{result['seconds']:10.4f}" if i == 0 else ""
-            lines.append(f"{label if i == 0 else '':<22}{direction:4}{cells}{seconds}")
+            lines.append(f"{label if i == 0 else '':<26}{direction:4}{cells}{seconds}")
     if any(r.get("transductive") for r in results.values()):
         lines.append("* transductive: dual softmax over the whole query set")
     return "\n".join(lines)
@@ -82,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
     from ..paths import frames_dir
     from ..weights import load_model, resolve
 
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in MODES]
-    if unknown or not modes:
+    modes = None if args.modes is None else [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes or () if m not in MODES]
+    if unknown or modes == []:
         raise EercfError(f"--modes: unknown mode {unknown[0] if unknown else ''!r}; "
                          f"choose from {', '.join(MODES)}")
     if args.fps is not None and args.fps < 0:

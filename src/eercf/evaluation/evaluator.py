@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..data.datasets import VideoRecord
     from ..model import EERCF, VideoFeatures, VideoTransform
 
-MODES = ("video", "two_stage", "all_pairs")
+MODES = ("video", "two_stage", "two_stage_paper", "all_pairs")
 _GATHER_BUDGET = 128 << 20  # bytes of candidate features gathered at once in stage 2
 
 
@@ -56,8 +56,8 @@ def two_stage_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures"
     candidates = stage1.topk(k, dim=1).indices                             # [T, k]
     fused = torch.empty(candidates.shape, device=stage1.device)
     weights = model.fusion_weights(weights)
-    step = _chunk_rows(videos, k)
-    gather = _Gather(videos, min(step, len(text)) * k)
+    step = queries_per_chunk(videos, k)
+    gather = CandidateGather(videos, min(step, len(text)) * k)
     for start in range(0, len(text), step):
         rows = slice(start, start + step)
         fused[rows] = model.rerank(text[rows], gather(candidates[rows].reshape(-1)), k, weights)[0]
@@ -81,7 +81,7 @@ def two_stage_v2t_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatu
     return _promote(stage1_v2t, candidates, fused)
 
 
-class _Gather:
+class CandidateGather:
     """Gathers rows of ``videos`` into buffers reused across chunks: on a CPU, page-faulting
     fresh multi-megabyte tensors for every chunk costs more than the re-scoring itself."""
 
@@ -104,7 +104,7 @@ def _promote(stage1: torch.Tensor, candidates: torch.Tensor, fused: torch.Tensor
     return scores, promoted
 
 
-def _chunk_rows(videos: "VideoFeatures", k: int) -> int:
+def queries_per_chunk(videos: "VideoFeatures", k: int) -> int:
     """Queries per stage-2 chunk so that their gathered candidates stay within budget."""
     per_video = sum(t[:1].numel() * t.element_size() for t in vars(videos).values())
     return max(1, _GATHER_BUDGET // max(1, k * per_video))
@@ -115,8 +115,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def default_modes(model: "EERCF") -> list[str]:
+    """The modes ``eercf eval`` reports: ``two_stage_paper`` beside ``two_stage`` only where
+    the checkpoint's fitted weights make them differ."""
+    fitted = "fitted" in model.config["eercf"]
+    return [m for m in MODES if fitted or m != "two_stage_paper"]
+
+
 def score_modes(model: "EERCF", text: torch.Tensor, caption_video: torch.Tensor,
-                videos: "VideoFeatures", *, modes: Iterable[str] = MODES, topk: int | None = None,
+                videos: "VideoFeatures", *, modes: Iterable[str] | None = None,
+                topk: int | None = None,
                 dual_softmax: bool = False, weights: dict | None = None) -> dict[str, dict[str, Any]]:
     """Metrics of each mode for encoded captions ``text [C, D]`` (caption c describes video
     ``caption_video[c]``) against ``videos``: ``{mode: {"t2v", "v2t", "seconds"}}``.
@@ -124,12 +132,11 @@ def score_modes(model: "EERCF", text: torch.Tensor, caption_video: torch.Tensor,
     ``videos`` are rounded as the index stores them first. ``seconds`` is the scoring wall
     time of both directions (metrics excluded). With ``dual_softmax`` the ``video+dsl`` and
     ``all_pairs+dsl`` modes are added (marked ``"transductive": True``)."""
-    modes = list(modes)
+    modes = default_modes(model) if modes is None else list(modes)
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise EercfError(f"unknown evaluation mode {unknown[0]!r}: choose from {', '.join(MODES)}")
-    topk = int(model.config["eercf"]["rerank"]["topk"] if topk is None else topk)
-    if topk < 1:
+    if topk is not None and topk < 1:
         raise EercfError(f"topk must be at least 1, got {topk}")
     if len(text) == 0 or len(videos) == 0:
         raise EercfError("nothing to evaluate: no captions or no videos")
@@ -156,15 +163,19 @@ def score_modes(model: "EERCF", text: torch.Tensor, caption_video: torch.Tensor,
                 sim, seconds = timed(lambda: all_pairs_scores(model, text, videos, weights))
                 results[mode] = multi_caption_metrics(sim, caption_video)
                 full[mode] = sim, seconds
-            else:
+            else:  # two_stage: what search does; two_stage_paper: with the paper's weights and K
+                paper = mode == "two_stage_paper"
+                k = topk or model.default_topk(paper=paper)
+                fusion = model.fusion_weights(weights, paper=paper)
+
                 def both_directions():
                     stage1 = stage1_scores(model, text, videos)
-                    return (two_stage_scores(model, text, videos, topk, weights, stage1=stage1),
-                            two_stage_v2t_scores(model, text, videos, topk, weights, stage1=stage1))
+                    return (two_stage_scores(model, text, videos, k, fusion, stage1=stage1),
+                            two_stage_v2t_scores(model, text, videos, k, fusion, stage1=stage1))
                 (t2v, v2t), seconds = timed(both_directions)
                 results[mode] = multi_caption_metrics(t2v[0], caption_video, v2t_sim=v2t[0],
                                                       t2v_promoted=t2v[1], v2t_promoted=v2t[1])
-                results[mode]["topk"] = topk
+                results[mode].update(topk=k, weights=fusion)
             results[mode]["seconds"] = seconds
         if dual_softmax:
             for mode, (sim, base_seconds) in full.items():

@@ -35,14 +35,15 @@ _fingerprints: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" =
 
 def model_fingerprint(model: "EERCF") -> str:
     """SHA-256 of the architecture and every weight (as fp32), so an index can refuse a query
-    model whose features would not be comparable. The fusion and loss settings are left out:
-    they do not change a feature. Cached until a parameter changes in place."""
+    model whose features would not be comparable. The fusion settings (the paper's and the
+    fitted ones) are left out: they do not change a feature. Cached until a parameter changes in place."""
     versions = tuple(t._version for t in model.state_dict().values())
     cached = _fingerprints.get(model)
     if cached and cached[0] == versions:
         return cached[1]
     config = {k: v for k, v in model.config.items() if k != "eercf"}
-    config["eercf"] = {k: v for k, v in model.config["eercf"].items() if k not in ("rerank", "loss")}
+    config["eercf"] = {k: v for k, v in model.config["eercf"].items()
+                       if k not in ("rerank", "fitted", "loss")}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(f"{name}{tuple(tensor.shape)}".encode())

@@ -334,8 +334,8 @@ class VideoIndex:
                model: "EERCF | None" = None, weights: dict[str, float] | None = None
                ) -> list["SearchResult"]:
         """Search by text: one :class:`~eercf.search.SearchResult` per query, ``k`` hits each,
-        the top ``topk`` of stage 1 (default: the model's, 50) re-scored by stage 2 with the
-        fusion ``weights`` (default: the model's). ``model`` defaults to the one recorded."""
+        the top ``topk`` of stage 1 (default: the model's: fitted, else 50) re-scored by stage 2
+        with the fusion ``weights`` (default: the model's: fitted, else the paper's). ``model`` defaults to the one recorded."""
         from ..model.encode import encode_texts
 
         texts = [texts] if isinstance(texts, str) else list(texts)
@@ -359,7 +359,7 @@ class VideoIndex:
         if text.ndim != 2 or text.shape[1] != self.model_info.embed_dim:
             raise EercfError(f"query features must be [queries, {self.model_info.embed_dim}], "
                              f"got {tuple(text.shape)}")
-        topk = int(model.config["eercf"]["rerank"]["topk"] if topk is None else topk)
+        topk = model.default_topk() if topk is None else int(topk)
         snap = self.snapshot()
         return two_stage(snap.dataset, snap.stage1, text, model, k=k, topk=topk,
                          weights=weights, queries=queries, timings=timings)

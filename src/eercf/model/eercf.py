@@ -146,16 +146,29 @@ class EERCF(nn.Module):
         return dict(global_weight=self.global_weight, frame_weight=self.frame_weight,
                     scale=self.logit_scale, temps=self.temperatures)
 
-    def fusion_weights(self, weights: dict[str, float] | None = None) -> dict[str, float]:
-        """The stage-2 fusion weights (config ``eercf.rerank``) with ``weights`` overriding some
-        levels, e.g. ``{"patch_weak": 0}`` for a no-patch ablation; evaluation and search both
-        take their weights from here."""
+    def fusion_weights(self, weights: dict[str, float] | None = None, *,
+                       paper: bool = False) -> dict[str, float]:
+        """The stage-2 fusion weights with ``weights`` overriding some levels, e.g.
+        ``{"patch_weak": 0}`` for a no-patch ablation: the weights fitted to data
+        (``eercf.fitted``, written by calibration) where the checkpoint has them, else (or
+        with ``paper``) the paper's (``eercf.rerank``). Evaluation and search both take their
+        weights from here."""
         unknown = sorted(set(weights or {}) - set(sim.LEVELS))
         if unknown:
             raise EercfError(f"unknown fusion weight {unknown[0]!r}: levels are "
                              f"{', '.join(sim.LEVELS)}")
-        merged = {k: v for k, v in self.config["eercf"]["rerank"].items() if k in sim.LEVELS}
+        method = self.config["eercf"]
+        source = method["rerank"] if paper or "fitted" not in method else method["fitted"]["weights"]
+        merged = {level: float(source.get(level, 0.0)) for level in sim.LEVELS}
         return {**merged, **{k: float(v) for k, v in (weights or {}).items()}}
+
+    def default_topk(self, *, paper: bool = False) -> int:
+        """How many stage-1 candidates stage 2 re-scores: the fitted K where the checkpoint
+        has one, else (or with ``paper``) the paper's 50."""
+        method = self.config["eercf"]
+        if paper or "fitted" not in method:
+            return int(method["rerank"]["topk"])
+        return int(method["fitted"]["topk"])
 
     def stage1_query(self, text: torch.Tensor) -> torch.Tensor:
         """``q = W_g^T t`` (row form ``t @ W_g``), so stage 1 is one inner product ``s * q . v``."""

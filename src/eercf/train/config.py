@@ -141,6 +141,13 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise EercfError(f"gate_anneal is a fraction of the steps (0 to 1), got {anneal!r}")
     if cfg["warmup"] >= 1:
         raise EercfError(f"warmup is a fraction of the steps (0 <= warmup < 1), got {cfg['warmup']}")
+    fraction = cfg["val_fraction"]
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction < 1:
+        raise EercfError(f"val_fraction is the share of training videos held out (0 < f < 1), "
+                         f"got {fraction!r}")
+    if cfg["val_split"] is not None and not isinstance(cfg["val_split"], str):
+        raise EercfError(f"val_split is a split name or null (hold out val_fraction of the "
+                         f"training videos), got {cfg['val_split']!r}")
     if cfg["init"] not in ("auto", "scratch", "pretrained"):
         raise EercfError(f"init must be auto, scratch or pretrained, got {cfg['init']!r}")
     if not isinstance(cfg["loss"], dict):

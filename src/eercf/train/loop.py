@@ -16,7 +16,6 @@ import random
 import sys
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,27 +29,15 @@ from ..paths import frames_dir
 from ..weights import save_model
 from .distributed import (Distributed, all_gather_with_grad, average_gradients, barrier,
                           broadcast_object, close_distributed, init_distributed)
-from .optim import make_optimizer, make_scheduler
+from .optim import gate_temperatures, make_optimizer, make_scheduler
 from .setup import build_model
-from .state import TRAINER_STATE, latest_checkpoint, restore_rng, rng_state, trim_log, write_checkpoint
+from .state import (TRAINER_STATE, latest_checkpoint, restore_rng, rng_state, trim_log,
+                    write_checkpoint)
+from .validation import best_metric_value, calibrate_best, is_better
 
 if TYPE_CHECKING:
     from ..model import Temperatures
 
-
-
-def _get(results: dict, dotted: str) -> float:
-    node: Any = results
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise EercfError(f"best_metric {dotted!r} is not in the validation results "
-                             f"(modes: {', '.join(results)})")
-        node = node[part]
-    return float(node)
-
-
-def _metric_higher_is_better(dotted: str) -> bool:
-    return dotted.rsplit(".", 1)[-1] not in ("MdR", "MnR")
 
 
 class Trainer:
@@ -74,12 +61,11 @@ class Trainer:
                              "continue it, or choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
         self._seed_everything(cfg["seed"])
-        self.train_records = self._records(cfg["train_split"])
+        self.train_records, self.val_records = self._splits()
         self.model = build_model(cfg, self.out, dist, self.train_records, resume_from,
                                  bf16=self.autocast is not None, progress=self.progress)
         self.loss_weights = LossWeights.from_dict(cfg["loss"])
         self._check_sizes()
-        self.val_records = self._records(cfg["val_split"]) if cfg["validate"] else []
         self.cache_dir = Path(cfg["cache_dir"]) if cfg["cache_dir"] else frames_dir()
         self.train_records = self._predecode(self.train_records, "train")
         if self.val_records:
@@ -107,6 +93,24 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+
+    def _splits(self):
+        """Training and validation videos: ``val_split`` if named, else ``val_fraction`` of
+        the training videos held out (never the test split, which only ``eercf eval`` reads)."""
+        from ..data.splits import split_off
+
+        cfg = self.cfg
+        train = self._records(cfg["train_split"])
+        if not (cfg["validate"] or cfg["calibrate"]):
+            return train, []
+        if cfg["val_split"] is not None:
+            return train, self._records(cfg["val_split"])
+        try:
+            return split_off(train, cfg["val_fraction"])
+        except EercfError:
+            if cfg["validate"]:
+                raise
+            return train, []  # calibration alone is skipped on a collection this small
 
     def _records(self, split: str):
         from ..data.datasets import load_dataset
@@ -261,7 +265,8 @@ class Trainer:
                 names = ", ".join(f["video_id"] for f in mb["failed"])
                 raise EercfError(f"training videos stopped decoding mid-run ({names}); "
                                  "a multi-process step needs every process's batch whole")
-        gate = self._gate_temperatures(self.model.temperatures)
+        gate = gate_temperatures(self.model.temperatures, self.cfg["gate_temperature_start"],
+                                 self.cfg["gate_anneal"], self.step, self.total_steps)
         losses = self._backward(micro_batches, gate)
         average_gradients(self.params)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg["clip_grad"] or math.inf)
@@ -274,25 +279,6 @@ class Trainer:
         out["grad_norm"] = float(grad_norm)
         out["frame_weak_temperature"] = gate.frame_weak
         return out
-
-    def _gate_temperatures(self, final: "Temperatures") -> "Temperatures":
-        """The text-gated softmaxes' temperatures for this step. From scratch, a near-hard
-        max never picks a frame whose features the first steps left unlike every caption, so
-        what only such frames show is never learnt; starting warm (``gate_temperature_start``)
-        lets every frame take gradient, then each temperature decays geometrically to its
-        configured value over the first ``gate_anneal`` of the steps (checkpoints, validation
-        and retrieval use the configured values)."""
-        start, span = self.cfg["gate_temperature_start"], self.cfg["gate_anneal"]
-        done = self.step / (span * self.total_steps) if span else 1.0
-        if start is None or done >= 1.0:
-            return final
-
-        def warm(value: float) -> float:
-            high = max(start, value)
-            return high ** (1.0 - done) * value ** done
-
-        return replace(final, frame_weak=warm(final.frame_weak),
-                       frame_strong=warm(final.frame_strong), patch=warm(final.patch))
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict[str, Any]:
@@ -339,7 +325,9 @@ class Trainer:
             if self.val_records:
                 val = self._validate()
             self._save_checkpoint(f"epoch-{epoch + 1}", val)
+        fitted = self._calibrate() if cfg["calibrate"] and self.val_records else None
         summary = self._summary(val, time.perf_counter() - started, pairs_seen)
+        summary["fitted"] = fitted
         if self.dist.main:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         barrier()
@@ -361,10 +349,8 @@ class Trainer:
         if self.dist.main:
             results = self._score_validation()
             metric = self.cfg["best_metric"]
-            value = _get(results, metric)
-            better = self.best is None or (value > self.best["value"]
-                                           if _metric_higher_is_better(metric)
-                                           else value < self.best["value"])
+            value = best_metric_value(results, metric)
+            better = self.best is None or is_better(metric, value, self.best["value"])
             self._log({"step": self.step, "epoch": self.epoch, "validation": results})
             if better:
                 self.best = {"metric": metric, "value": value, "epoch": self.epoch,
@@ -377,12 +363,28 @@ class Trainer:
         barrier()
         return results
 
-    def _score_validation(self) -> dict[str, Any]:
-        from ..evaluation import encode_records, score_modes
+    def _calibrate(self) -> dict[str, Any] | None:
+        """Fit stage 2's fusion weights on the validation videos, into ``best/``."""
+        fitted = None
+        if self.dist.main:
+            fitted = calibrate_best(self.out / "best", self.model, self._validation_set,
+                                    self.dist.device, self.progress)
+            self._log({"step": self.step, "epoch": self.epoch, "fitted": fitted})
+        fitted = broadcast_object(fitted)
+        barrier()
+        return fitted
 
-        encoded = encode_records(self.model, self.val_records, batch_size=max(1, self.micro_batch),
-                                 workers=self.cfg["workers"], cache_dir=str(self.cache_dir),
-                                 progress=self.progress)
+    def _validation_set(self, model):
+        from ..evaluation import encode_records
+
+        return encode_records(model, self.val_records, batch_size=max(1, self.micro_batch),
+                              workers=self.cfg["workers"], cache_dir=str(self.cache_dir),
+                              progress=self.progress)
+
+    def _score_validation(self) -> dict[str, Any]:
+        from ..evaluation import score_modes
+
+        encoded = self._validation_set(self.model)
         return score_modes(self.model, encoded.text, encoded.caption_video, encoded.videos,
                            topk=self.cfg["eval_topk"])
 

@@ -1,11 +1,17 @@
 """Optimiser set-up of the CLIP4Clip family: AdamW with CLIP's pretrained parameters at
 ``lr * coef_lr`` and the new ones at ``lr``, no weight decay on biases, norms, embeddings and
-the identity-initialised similarity matrices; linear warm-up then cosine decay to zero."""
+the identity-initialised similarity matrices; linear warm-up then cosine decay to zero; and
+the schedule of the gates' temperatures when they start warm."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from ..model import Temperatures
 
 # New EERCF parameters initialised to the identity: decay would pull them towards zero.
 IDENTITY_INIT = ("global_weight", "frame_weight")
@@ -52,3 +58,23 @@ def make_scheduler(optimizer: torch.optim.Optimizer, warmup: float,
                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(int(warmup * total_steps), total_steps))
+
+
+def gate_temperatures(final: "Temperatures", start: float | None, anneal: float, step: int,
+                      total_steps: int) -> "Temperatures":
+    """The text-gated softmaxes' temperatures for ``step``. From scratch, a near-hard max never
+    picks a frame whose features the first steps left unlike every caption, so what only such
+    frames show is never learnt; starting warm (``gate_temperature_start``) lets every frame
+    take gradient, then each temperature decays geometrically to its configured value over the
+    first ``anneal`` of the steps (checkpoints, validation and retrieval use the configured
+    values)."""
+    done = step / (anneal * total_steps) if anneal else 1.0
+    if start is None or done >= 1.0:
+        return final
+
+    def warm(value: float) -> float:
+        high = max(start, value)
+        return high ** (1.0 - done) * value ** done
+
+    return replace(final, frame_weak=warm(final.frame_weak),
+                   frame_strong=warm(final.frame_strong), patch=warm(final.patch))
