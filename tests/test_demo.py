@@ -22,9 +22,13 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         assert search["hits"] and search["expected"].startswith("video")
         best = search["hits"][0]
         assert best["moment"]["start"] <= best["moment"]["time"] <= best["moment"]["end"]
+        check = search["check"]
+        assert check["video"] == search["expected"] and check["rank"] >= 1
+        assert check["stage1_rank"] >= 1 and check["moment"]
     for path in summary["paths"].values():
         assert Path(path).exists(), path
     assert "Retrieval on the synthetic test split" in proc.stderr
+    assert "after stage 1" in proc.stderr and "searches find their video in the top 5" in proc.stderr
     # a second run reuses the benchmark and the model instead of redoing them
     again = subprocess.run([sys.executable, "-m", "eercf.cli", "demo", "--out", str(out),
                             "--videos", "60", "--queries", "1"], capture_output=True, text=True,

@@ -148,3 +148,31 @@ def test_cli_json(tmp_path: Path, capsys):
 
     with Image.open(tmp_path / "sheet.png") as sheet:
         assert sheet.width > 12 * 128
+
+
+@pytest.mark.parametrize("name", ["motion", "corner", "mixed"])
+def test_every_design_keeps_the_benchmarks_promises(name, tmp_path: Path):
+    """Each design: test captions single out their video, the flash shows in one or two of
+    twelve sampled frames, and the test captions lean on the design's levels."""
+    from eercf.synthetic.designs import get_design
+
+    design = get_design(name)
+    videos = plan(400, seed=5, design=design)
+    captions = annotate(videos, seed=5, design=design)
+    test = [v for v in videos if v.split == "test"]
+    kinds = [captions[v.video_id][0][0] for v in test]
+    for v, kind in zip(test, kinds):
+        assert sum(fits(o, v, kind) for o in test) == 1  # only its own video
+    leading = design.test_kinds[0]
+    if design.preferred is not None:
+        assert kinds.count(leading) == max(kinds.count(k) for k in set(kinds))
+    assert len(set(kinds)) >= 2
+    summary = make_synthetic(tmp_path / name, videos=12, seed=5, design=name, progress=False)
+    assert summary["size"] == design.size
+    for v in plan(12, seed=5, design=design):
+        clip = decode_clip(tmp_path / name / "videos" / "all" / f"{v.video_id}.mp4",
+                           image_size=design.size)
+        flash = np.array(COLOURS[v.flash_background])
+        shown = sum((np.abs(f.astype(int) - flash).max(-1) < 40).mean() > 0.5 for f in clip.frames)
+        assert 1 <= shown <= 2, (name, v.video_id)
+        assert v.fps in range(*design.fps) and design.seconds[0] <= v.seconds <= design.seconds[1]

@@ -22,12 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("queries", metavar="QUERY", nargs="+", help="text queries (searched as one batch)")
     p.add_argument("-k", type=int, default=10, help="hits per query (default 10)")
     p.add_argument("--topk", type=int, default=None,
-                   help="candidates re-ranked by stage 2 (default: the model's, 50)")
+                   help="candidates re-ranked by stage 2 (default: the model's: fitted, else 50)")
     p.add_argument("--weight", action="append", default=[], metavar="LEVEL=W",
                    help="fusion weight of a level, repeatable; levels: video, frame_weak, "
                         "frame_strong, patch_weak, patch_strong "
-                        "(default: the model's 0.8 frame_weak, 0.2 frame_strong, "
-                        "0.2 patch_weak, 0.5 video)")
+                        "(default: the model's: fitted to held-out videos, else the paper's "
+                        "0.8 frame_weak, 0.2 frame_strong, 0.2 patch_weak, 0.5 video)")
     p.add_argument("--model", default=None,
                    help="query model (default: the one recorded in the index; must match it)")
     p.add_argument("--device", default=None, help="torch device for the model (default cpu)")

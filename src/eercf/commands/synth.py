@@ -18,8 +18,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="output folder")
     p.add_argument("--videos", type=int, default=1000, help="number of videos (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--size", type=int, default=64, help="frame width and height in pixels "
-                   "(default 64, the tiny model's input size)")
+    p.add_argument("--design", default="flash",
+                   help="benchmark design: flash (default: test captions name a brief flash), "
+                        "motion (the whole-clip motion and the corner), corner (the flash and "
+                        "the small corner square), mixed (96 px, 3-5 s clips, a longer flash, "
+                        "every kind); see eercf.synthetic.designs")
+    p.add_argument("--size", type=int, default=None, help="frame width and height in pixels "
+                   "(default: the design's, 64 = the tiny model's input size, or 96)")
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="share of videos in the test split (default 0.2)")
     p.add_argument("--captions", type=int, default=8,
@@ -34,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..synthetic import contact_sheet, make_synthetic
 
-    summary = make_synthetic(args.out, args.videos, args.seed, size=args.size,
+    summary = make_synthetic(args.out, args.videos, args.seed, design=args.design, size=args.size,
                              test_fraction=args.test_fraction, captions_per_video=args.captions,
                              overwrite=args.overwrite)
     if args.sheet:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..errors import EercfError
 from .render import write_video
-from .scenes import TEST_KINDS, SynthVideo, annotate, plan
+from .designs import TEST_KINDS, get_design
+from .scenes import SynthVideo, annotate, plan
 
 
 def write_annotations(out: Path, videos: list[SynthVideo],
@@ -43,14 +44,18 @@ def write_annotations(out: Path, videos: list[SynthVideo],
     (out / "synth.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def make_synthetic(out: str | Path, videos: int = 1000, seed: int = 0, *, size: int = 64,
-                   test_fraction: float = 0.2, captions_per_video: int = 8,
-                   overwrite: bool = False, progress: bool = True) -> dict:
-    """Write a synthetic benchmark in MSR-VTT layout under ``out`` and return a summary
-    (counts per split and per caption kind)."""
+def make_synthetic(out: str | Path, videos: int = 1000, seed: int = 0, *, design: str = "flash",
+                   size: int | None = None, test_fraction: float = 0.2,
+                   captions_per_video: int = 8, overwrite: bool = False,
+                   progress: bool = True) -> dict:
+    """Write a synthetic benchmark of ``design`` (``eercf.synthetic.designs``) in MSR-VTT
+    layout under ``out`` and return a summary (counts per split and per caption kind). ``size``
+    defaults to the design's frame size."""
     from tqdm import tqdm
 
     out = Path(out)
+    chosen = get_design(design)
+    size = chosen.size if size is None else size
     if size < 32 or size % 2:
         raise EercfError(f"--size must be an even number of pixels >= 32, got {size}")
     if captions_per_video < 1:
@@ -58,8 +63,8 @@ def make_synthetic(out: str | Path, videos: int = 1000, seed: int = 0, *, size: 
     if (out / "MSRVTT_data.json").exists() and not overwrite:
         raise EercfError(f"{out} already holds a benchmark (MSRVTT_data.json); "
                          "pass --overwrite to replace it")
-    specs = plan(videos, seed, test_fraction)
-    captions = annotate(specs, seed, captions_per_video)
+    specs = plan(videos, seed, test_fraction, chosen)
+    captions = annotate(specs, seed, captions_per_video, chosen)
     folder = out / "videos" / "all"
     folder.mkdir(parents=True, exist_ok=True)
     for v in tqdm(specs, desc="synth videos", unit="video", disable=not progress):
@@ -70,7 +75,7 @@ def make_synthetic(out: str | Path, videos: int = 1000, seed: int = 0, *, size: 
         for kind, _ in captions[v.video_id]:
             key = f"{v.split}:{kind}"
             kinds[key] = kinds.get(key, 0) + 1
-    return {"out": str(out), "videos": len(specs),
+    return {"out": str(out), "design": design, "size": size, "videos": len(specs),
             "train": sum(v.split == "train" for v in specs),
             "test": sum(v.split == "test" for v in specs),
             "groups": len({v.group for v in specs}), "captions": dict(sorted(kinds.items()))}

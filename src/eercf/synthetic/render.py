@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scenes import COLOURS, FLASH_FRACTION, SynthVideo
+from .scenes import COLOURS, SynthVideo
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -43,7 +43,7 @@ def frame_count(v: SynthVideo) -> int:
 
 def in_flash(v: SynthVideo, progress: float) -> bool:
     """Whether the flash shows at ``progress`` (a fraction of the duration)."""
-    return v.flash_start <= progress < v.flash_start + FLASH_FRACTION
+    return v.flash_start <= progress < v.flash_start + v.flash_fraction
 
 
 def _draw_mover(draw, size: int, progress: float, shape: str, colour: str, direction: str,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import EercfError
+from .designs import DESIGNS, TEST_KINDS, Design
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (225, 35, 35), "blue": (50, 90, 235), "white": (240, 240, 240),
@@ -103,6 +104,7 @@ class SynthVideo:
     lane: float          # the height each shot's shape crosses at, as a fraction of the frame
     flash_lane: float
     flash_start: float   # fraction of the duration
+    flash_fraction: float = 1.5 / 12  # how long the flash lasts, as a fraction of the duration
 
     @property
     def motion(self) -> tuple[str, str, str]:
@@ -207,15 +209,16 @@ def _group_flashes(rng: np.random.Generator, size: int, taken: set[tuple],
     return members
 
 
-# The flash lasts 1.5 sampling intervals of 12 uniform frames: always in one or two of them.
-FLASH_FRACTION = 1.5 / 12
-FLASH_WINDOW = (0.2, 0.8 - FLASH_FRACTION)  # when it may start, as fractions of the duration
+# The flash lasts 1.5 sampling intervals of 12 uniform frames (the default design): always in
+# one or two of them.
+FLASH_FRACTION = DESIGNS["flash"].flash_fraction
 _FLASHES = math.prod(len(c) for c in _FLASH_CHOICES.values())
 # A test split needs a distinct flash, or flash and corner, per video.
 _TEST_CAPACITY = int(0.9 * _FLASHES * len(CORNER_COLOURS) * len(CORNERS))
 
 
-def plan(videos: int, seed: int, test_fraction: float = 0.2) -> list[SynthVideo]:
+def plan(videos: int, seed: int, test_fraction: float = 0.2,
+         design: Design = DESIGNS["flash"]) -> list[SynthVideo]:
     """The attributes of every video: deterministic for ``seed``, independent of rendering."""
     if videos < 2:
         raise EercfError(f"--videos must be at least 2, got {videos}")
@@ -254,15 +257,14 @@ def plan(videos: int, seed: int, test_fraction: float = 0.2) -> list[SynthVideo]
     for index, spec_index in enumerate(order):
         background = tuple(int(c) for c in rng.integers(10, 55, size=3))
         out.append(SynthVideo(
-            video_id=f"video{index}", fps=int(rng.integers(8, 13)),
-            seconds=float(np.round(rng.uniform(4.0, 8.0), 2)), background=background,
+            video_id=f"video{index}", fps=int(rng.integers(*design.fps)),
+            seconds=float(np.round(rng.uniform(*design.seconds), 2)), background=background,
             lane=float(rng.uniform(0.38, 0.62)), flash_lane=float(rng.uniform(0.38, 0.62)),
-            flash_start=float(rng.uniform(*FLASH_WINDOW)), **specs[spec_index]))
+            flash_start=float(rng.uniform(*design.flash_window)),
+            flash_fraction=design.flash_fraction, **specs[spec_index]))
     return _singled_out(out)
 
 
-# What a test caption may name: each is visible whole in one frame (the corner is in all).
-TEST_KINDS = ("flash", "flash+corner", "motion+corner")
 
 
 def _singles_out(v: SynthVideo, kind: str, test: list[SynthVideo]) -> bool:
@@ -281,18 +283,24 @@ def _singled_out(videos: list[SynthVideo]) -> list[SynthVideo]:
     return out
 
 
-def _test_kind(v: SynthVideo, test: list[SynthVideo], rng: np.random.Generator) -> str:
-    """A caption kind that fits no other test video: mostly the flash, a quarter of the time
-    the motion and the corner."""
-    order = TEST_KINDS if rng.random() < 0.75 else TEST_KINDS[::-1]
+def _test_kind(v: SynthVideo, test: list[SynthVideo], rng: np.random.Generator,
+               design: Design) -> str:
+    """A caption kind that fits no other test video, tried in the design's order (the flash
+    design: mostly the flash, a quarter of the time the motion and the corner)."""
+    kinds = design.test_kinds
+    if design.preferred is None:
+        first = int(rng.integers(len(kinds)))
+        order = kinds[first:] + kinds[:first]
+    else:
+        order = kinds if rng.random() < design.preferred else kinds[::-1]
     for kind in order:
         if _singles_out(v, kind, test):
             return kind
     raise EercfError(f"synthetic test video {v.video_id} is indistinguishable from another")
 
 
-def annotate(videos: list[SynthVideo], seed: int, captions_per_video: int = 8
-             ) -> dict[str, list[tuple[str, str]]]:
+def annotate(videos: list[SynthVideo], seed: int, captions_per_video: int = 8,
+             design: Design = DESIGNS["flash"]) -> dict[str, list[tuple[str, str]]]:
     """Captions per video id as ``(kind, text)``: training videos cycle through
     ``TRAIN_KINDS`` from a random start; each test video gets one distinguishing caption."""
     rng = np.random.default_rng([seed, 1])
@@ -300,7 +308,7 @@ def annotate(videos: list[SynthVideo], seed: int, captions_per_video: int = 8
     out: dict[str, list[tuple[str, str]]] = {}
     for v in videos:
         if v.split == "test":
-            kind = _test_kind(v, test, rng)
+            kind = _test_kind(v, test, rng, design)
             out[v.video_id] = [(kind, caption(v, kind, rng))]
         else:
             first = int(rng.integers(len(TRAIN_KINDS)))

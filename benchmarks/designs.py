@@ -1,0 +1,100 @@
+"""The default `tiny` recipe on every synthetic benchmark design, as a user runs it: `eercf
+synth --design D`, `eercf train --model tiny` (validation held out of the training videos,
+fusion weights fitted on it at the end), then `eercf eval --checkpoint RUN`: stage 1 alone,
+two-stage with the fitted weights and K (what search does), two-stage with the paper's
+weights and K = 50, and all pairs (fitted weights), t2v and v2t R@1 on the test split.
+
+    python benchmarks/designs.py --work /tmp/designs [--designs flash,motion,corner,mixed] [--seeds 0,1,2]
+
+About 6 minutes a (design, seed) on 2 cores; run it on a quiet machine (the training time is a
+figure). Results accumulate in benchmarks/results/designs.json (a rerun replaces the pairs it
+makes) and benchmarks/results/designs.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+EERCF = [sys.executable, "-m", "eercf.cli"]
+MODES = ("video", "two_stage", "two_stage_paper", "all_pairs")
+
+
+def run(cmd: list[str]) -> tuple[str, float]:
+    print("$ eercf " + " ".join(cmd[3:]), flush=True)
+    start = time.perf_counter()
+    done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+    return done.stdout, time.perf_counter() - start
+
+
+def one(work: Path, design: str, seed: int, videos: int, sets: list[str]) -> dict:
+    data = work / f"{design}-{seed}"
+    if not (data / "MSRVTT_data.json").exists():
+        run(EERCF + ["synth", str(data), "--videos", str(videos), "--seed", str(seed),
+                     "--design", design])
+    folder = work / f"run-{design}-{seed}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    summary, seconds = run(EERCF + ["train", "--data", str(data), "--dataset", "msrvtt",
+                                    "--model", "tiny", "--out", str(folder), "--no-progress",
+                                    "--json", *[a for s in sets for a in ("--set", s)]])
+    summary = json.loads(summary)
+    result, _ = run(EERCF + ["eval", "--checkpoint", str(folder), "--data", str(data),
+                             "--workers", "0", "--json"])
+    result = json.loads(result)
+    return {"design": design, "seed": seed, "sets": sets,
+            "command_seconds": round(seconds, 1), "train_seconds": round(summary["seconds"], 1),
+            "best": summary["best"], "fitted": summary["fitted"],
+            "t2v_R1": {m: round(result[m]["t2v"]["R1"], 1) for m in MODES if m in result},
+            "v2t_R1": {m: round(result[m]["v2t"]["R1"], 1) for m in MODES if m in result},
+            "topk": {m: result[m].get("topk") for m in MODES if m in result}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, required=True, help="folder for data and runs")
+    parser.add_argument("--designs", default="flash,motion,corner,mixed")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--videos", type=int, default=1000)
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting for every run (an ablation), repeatable")
+    parser.add_argument("--name", default="designs", help="result file name (default designs)")
+    args = parser.parse_args()
+    path = RESULTS / f"{args.name}.json"
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    for seed in map(int, args.seeds.split(",")):
+        for design in args.designs.split(","):
+            row = one(args.work, design, seed, args.videos, args.sets)
+            rows = [r for r in rows if (r["design"], r["seed"]) != (design, seed)] + [row]
+            print(json.dumps(row), flush=True)
+            RESULTS.mkdir(exist_ok=True)
+            path.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    plot(rows, path.with_suffix(".png"))
+
+
+def plot(rows: list[dict], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['design']}\nseed {r['seed']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.3 * len(rows), 3.4))
+    for i, mode in enumerate(MODES):
+        values = [r["t2v_R1"].get(mode, 0.0) for r in rows]
+        ax.bar([x + (i - 1.5) * 0.2 for x in range(len(rows))], values, width=0.2, label=mode)
+    ax.set_xticks(range(len(rows)), labels, fontsize=8)
+    ax.set_ylabel("t2v R@1 (test split)")
+    ax.set_title("tiny from scratch, default recipe, per benchmark design")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
