@@ -152,8 +152,9 @@ def test_cli_json(tmp_path: Path, capsys):
 
 @pytest.mark.parametrize("name", ["motion", "corner", "mixed"])
 def test_every_design_keeps_the_benchmarks_promises(name, tmp_path: Path):
-    """Each design: test captions single out their video, the flash shows in one or two of
-    twelve sampled frames, and the test captions lean on the design's levels."""
+    """Each design: test captions single out their video, the flash shows in a few of twelve
+    sampled frames (one or two at 1/8 of the clip, up to three at 1/6), and the test captions
+    lean on the design's levels."""
     from eercf.synthetic.designs import get_design
 
     design = get_design(name)
@@ -174,5 +175,6 @@ def test_every_design_keeps_the_benchmarks_promises(name, tmp_path: Path):
                            image_size=design.size)
         flash = np.array(COLOURS[v.flash_background])
         shown = sum((np.abs(f.astype(int) - flash).max(-1) < 40).mean() > 0.5 for f in clip.frames)
-        assert 1 <= shown <= 2, (name, v.video_id)
+        longest = int(design.flash_fraction * 12) + 1  # sampling intervals it can overlap
+        assert 1 <= shown <= longest, (name, v.video_id)
         assert v.fps in range(*design.fps) and design.seconds[0] <= v.seconds <= design.seconds[1]

@@ -109,7 +109,10 @@ def run(args: argparse.Namespace) -> int:
     opened = VideoIndex.open(index)
     searches = opened.search(queries, k=5)
     steps["search"] = round(time.perf_counter() - begin, 1)
-    checks = [_check(result, expected[result.query], data)
+    from ..synthetic import read_meta
+
+    truth = {m["video_id"]: m for m in read_meta(data)}
+    checks = [_check(result, truth[expected[result.query]])
               for result in opened.search(queries, k=len(opened))]
 
     paths = {"benchmark": str(data), "run": str(run_dir), "best_model": str(run_dir / "best"),
@@ -139,16 +142,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(result, truth: str, data: Path) -> dict[str, Any]:
-    """Where the caption's own video ranks after stage 1 and after re-ranking (``result``
-    holds every video), and whether the reported moment covers the stretch the synthetic
-    ground truth says the caption describes (the flash, when it names the flash)."""
-    from ..synthetic import read_meta
-
+def _check(result, meta: dict[str, Any]) -> dict[str, Any]:
+    """Where the caption's own video (its ground truth ``meta`` from synth.json) ranks after
+    stage 1 and after re-ranking (``result`` holds every video), and whether the reported
+    moment covers the stretch the caption describes (the flash, when it names the flash)."""
     ranks = {h.video_id: (i + 1, h) for i, h in enumerate(result.hits)}
-    rank, hit = ranks[truth]
-    meta = next(m for m in read_meta(data) if m["video_id"] == truth)
-    out: dict[str, Any] = {"video": truth, "rank": rank, "stage1_rank": hit.stage1_rank,
+    rank, hit = ranks[meta["video_id"]]
+    out: dict[str, Any] = {"video": meta["video_id"], "rank": rank, "stage1_rank": hit.stage1_rank,
                            "kind": meta["captions"][0]["kind"]}
     if "flash" not in out["kind"]:
         out["moment"] = "the caption names the whole clip, so any moment fits"

@@ -98,10 +98,10 @@ def fit_fusion(model: "EERCF", encoded: "EncodedSet", topks: Sequence[int] = TOP
     truth = encoded.caption_video.numpy()
     paper = model.fusion_weights(paper=True)
     paper_k = min(model.default_topk(paper=True), topks[-1])
-    stage1_ranks = ranks_of(candidates, scores, truth, {"video": 1.0}, 1)
-    stage1 = _summary(stage1_ranks)
-    paper_rr = _reciprocal(ranks_of(candidates, scores, truth, paper, paper_k))
-    paper_ok = _summary(ranks_of(candidates, scores, truth, paper, paper_k))["R1"] >= stage1["R1"]
+    stage1 = _summary(ranks_of(candidates, scores, truth, {"video": 1.0}, 1))
+    paper_ranks = ranks_of(candidates, scores, truth, paper, paper_k)
+    paper_rr = _reciprocal(paper_ranks)
+    paper_ok = _summary(paper_ranks)["R1"] >= stage1["R1"]
     best_key, best = None, (paper, paper_k) if paper_ok else ({"video": 1.0}, 1)
     for video, *fine in itertools.product(VIDEO_WEIGHTS, *[GRID] * len(FINE)):
         weights = {"video": video, **dict(zip(FINE, fine))}
@@ -121,8 +121,7 @@ def fit_fusion(model: "EERCF", encoded: "EncodedSet", topks: Sequence[int] = TOP
     weights, k = best
     fitted = _summary(ranks_of(candidates, scores, truth, weights, k))
     return {"weights": {level: float(weights.get(level, 0.0)) for level in LEVELS}, "topk": int(k),
-            "validation": {"stage1": stage1, "paper": _summary(ranks_of(candidates, scores, truth,
-                                                                         paper, paper_k)),
+            "validation": {"stage1": stage1, "paper": _summary(paper_ranks),
                            "fitted": fitted, "paper_kept": best_key is None and paper_ok,
                            "videos": n_videos, "captions": len(encoded.captions)}}
 

@@ -88,5 +88,4 @@ class ModelInfo:
 
         if self.transform is None:
             return model.transform
-        values = dict(self.transform)
-        return VideoTransform(**{**values, "mean": tuple(values["mean"]), "std": tuple(values["std"])})
+        return VideoTransform(**self.transform)  # lists from JSON become tuples there

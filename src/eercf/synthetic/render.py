@@ -87,14 +87,17 @@ def render(v: SynthVideo, size: int):
 
 
 def write_video(v: SynthVideo, path: Path, size: int) -> None:
-    """Encode ``v`` as H.264 (yuv420p) mp4; one encoder thread keeps the output deterministic."""
+    """Encode ``v`` as H.264 (yuv420p) mp4, the same bytes for the same video every time (one
+    encoder thread, no macroblock tree)."""
     import av
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=v.fps)
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
+        # x264's macroblock tree made the same frames encode differently from run to run (seen
+        # with one thread, more often under load); without it the bytes depend on the frames only
+        stream.options = {"crf": "18", "preset": "veryfast", "x264-params": "mbtree=0"}
         stream.codec_context.thread_count = 1
         for rgb in render(v, size):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
