@@ -20,6 +20,7 @@ import torch
 
 import eercf
 from eercf.synthetic import scenes as synth
+from eercf.synthetic.benchmark import read_meta, read_truth
 from eercf.data.datasets import load_dataset
 from eercf.evaluation.evaluator import encode_records
 from eercf.model.similarity import fuse
@@ -34,24 +35,25 @@ def main() -> None:
     args = parser.parse_args()
     model = eercf.load_model(args.checkpoint)
     encoded = encode_records(model, load_dataset("msrvtt", args.data, "test"), progress=False)
-    meta = {m["video_id"]: m for m in synth.read_meta(args.data)}
-    truth = synth.read_truth(args.data)
+    meta = {m["video_id"]: m for m in read_meta(args.data)}
+    truth = read_truth(args.data)
     videos = [truth[i] for i in encoded.video_ids]
     with torch.inference_mode():
         sims = model.similarity(encoded.text, encoded.videos)
         sims["fused"] = fuse(sims, model.fusion_weights())
     target = encoded.caption_video.tolist()
     kinds = [meta[encoded.video_ids[t]]["captions"][0]["kind"] for t in target]
-    columns = ("R1", "R1 flash", "R1 motion+corner", "motion", "flash", "corner")
+    present = sorted(set(kinds), key=lambda k: -kinds.count(k))
+    columns = ("R1", *[f"R1 {k}" for k in present], "motion", "flash", "corner")
+    print("test captions per kind:", {k: kinds.count(k) for k in present})
     out = {}
-    print(f"{'level':12s} " + " ".join(f"{c:>16s}" for c in columns))
+    print(f"{'level':12s} " + " ".join(f"{c[:16]:>16s}" for c in columns))
     for level, scores in sims.items():
         top = scores.float().argmax(1).tolist()
         rows = list(zip(top, target, kinds))
         row = {"R1": np.mean([t == c for t, c, _ in rows])}
-        for kind in ("flash", "motion+corner"):  # "flash" includes "flash+corner"
-            row[f"R1 {kind}"] = np.mean([t == c for t, c, k in rows
-                                         if k.startswith(kind)])
+        for kind in present:
+            row[f"R1 {kind}"] = np.mean([t == c for t, c, k in rows if k == kind])
         for part in ("motion", "flash", "corner"):
             row[part] = np.mean([synth.fits(videos[t], videos[c], part)
                                  for t, c, k in rows if part in k.split("+")])
@@ -73,7 +75,7 @@ def flash_misses(scores: torch.Tensor, target: list[int], kinds: list[str],
     names = ("background", "colour", "shape", "direction")
     counts: dict[str, int] = {}
     for top, right, kind in zip(scores.float().argmax(1).tolist(), target, kinds):
-        if not kind.startswith("flash"):
+        if "flash" not in kind.split("+"):
             continue
         differ = [n for n, a, b in zip(names, videos[top].flash, videos[right].flash) if a != b]
         key = ("right" if top == right else "same flash" if not differ

@@ -99,6 +99,29 @@ def test_frame_cache_serves_later_epochs(tmp_path, monkeypatch):
     other = VideoClips(records, VideoTransform(frames=3, image_size=SIZE))
     with pytest.raises(AssertionError, match="decoded although"):
         list(make_loader(other, batch_size=3, cache_dir=cache_dir))
+    squashed = VideoClips(records, VideoTransform(frames=5, image_size=SIZE, resize="squash"))
+    with pytest.raises(AssertionError, match="decoded although"):
+        list(make_loader(squashed, batch_size=3, cache_dir=cache_dir))
+
+
+def test_squash_keeps_the_whole_frame_and_crop_its_centre():
+    """A 320x240 clip: squashed, the model's square holds the full width; cropped, only the
+    central 240x240, so the two squares differ; a mode of neither name is refused."""
+    path = DATA / "videos" / "video9770.mp4"
+    crop = decode_clip(path, num_frames=1, image_size=SIZE).frames[0].astype(int)
+    squash = decode_clip(path, num_frames=1, image_size=SIZE, resize="squash").frames[0].astype(int)
+    assert crop.shape == squash.shape == (SIZE, SIZE, 3)
+    assert np.abs(crop - squash).mean() > 5
+    with pytest.raises(EercfError, match="resize must be one of crop, squash, got 'stretch'"):
+        decode_clip(path, num_frames=1, image_size=SIZE, resize="stretch")
+    with pytest.raises(EercfError, match="resize must be one of"):
+        VideoTransform(frames=2, image_size=SIZE, resize="stretch")
+    restored = VideoTransform.from_config({"eercf": {"max_frames": 2}, "vision": {"image_size": SIZE},
+                                           "preprocess": VideoTransform(2, SIZE, resize="squash")
+                                           .preprocess_config()})
+    assert restored.resize == "squash"
+    assert VideoTransform.from_config({"eercf": {"max_frames": 2},
+                                       "vision": {"image_size": SIZE}}).resize == "crop"
 
 
 def test_damaged_cache_entry_is_a_miss(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from eercf.data.datasets import load_dataset
 from eercf.synthetic import make_synthetic
+from eercf.synthetic.designs import get_design
 from eercf.synthetic.render import CORNER_MARGIN, CORNER_SIZE
 from eercf.synthetic.scenes import CAPTION_KINDS, COLOURS, TRAIN_KINDS, annotate, fits, plan
 from eercf.data.video import decode_clip
@@ -150,12 +151,11 @@ def test_cli_json(tmp_path: Path, capsys):
         assert sheet.width > 12 * 128
 
 
-@pytest.mark.parametrize("name", ["motion", "corner", "mixed"])
+@pytest.mark.parametrize("name", ["motion", "corner", "mixed", "overlay"])
 def test_every_design_keeps_the_benchmarks_promises(name, tmp_path: Path):
     """Each design: test captions single out their video, the flash shows in a few of twelve
     sampled frames (one or two at 1/8 of the clip, up to three at 1/6), and the test captions
     lean on the design's levels."""
-    from eercf.synthetic.designs import get_design
 
     design = get_design(name)
     videos = plan(400, seed=5, design=design)
@@ -172,9 +172,34 @@ def test_every_design_keeps_the_benchmarks_promises(name, tmp_path: Path):
     assert summary["size"] == design.size
     for v in plan(12, seed=5, design=design):
         clip = decode_clip(tmp_path / name / "videos" / "all" / f"{v.video_id}.mp4",
-                           image_size=design.size)
-        flash = np.array(COLOURS[v.flash_background])
-        shown = sum((np.abs(f.astype(int) - flash).max(-1) < 40).mean() > 0.5 for f in clip.frames)
+                           image_size=design.size, resize="squash")
+        if design.overlay:  # a small shape of its own colour, about 1 % of the frame
+            small = np.array(COLOURS[v.flash_colour])
+            shown = sum((np.abs(f.astype(int) - small).max(-1) < 30).mean() > 0.004
+                        for f in clip.frames)
+        else:  # a whole shot of the flash's background
+            flash = np.array(COLOURS[v.flash_background])
+            shown = sum((np.abs(f.astype(int) - flash).max(-1) < 40).mean() > 0.5
+                        for f in clip.frames)
         longest = int(design.flash_fraction * 12) + 1  # sampling intervals it can overlap
         assert 1 <= shown <= longest, (name, v.video_id)
         assert v.fps in range(*design.fps) and design.seconds[0] <= v.seconds <= design.seconds[1]
+
+
+def test_the_whole_wide_frame_reaches_the_model_when_squashed(tmp_path: Path):
+    """The overlay design's corner marker sits near the edge of a 4:3 frame: squashing the
+    frame into the square keeps it in every sampled frame; CLIP's centre crop cuts it off."""
+    make_synthetic(tmp_path / "o", videos=6, seed=3, design="overlay", progress=False)
+    for v in plan(6, seed=3, design=get_design("overlay")):
+        path = tmp_path / "o" / "videos" / "all" / f"{v.video_id}.mp4"
+        marker = np.array(COLOURS[v.corner_colour])
+        rows = slice(0, 12) if "top" in v.corner else slice(-12, None)
+        cols = slice(0, 12) if "left" in v.corner else slice(-12, None)
+
+        def marked(resize: str) -> list[bool]:
+            frames = decode_clip(path, num_frames=6, image_size=64, resize=resize).frames
+            return [bool((np.abs(f[rows, cols].astype(int) - marker).max(-1) < 40).sum() >= 2)
+                    for f in frames]
+
+        assert all(marked("squash")), v.video_id
+        assert not any(marked("crop")), v.video_id

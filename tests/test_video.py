@@ -14,7 +14,7 @@ import torch
 
 from conftest import SHARED_DATA
 from eercf.cli import main
-from eercf.data.clips import preprocess, resize_crop, sample_times
+from eercf.data.clips import preprocess, resize_frame, sample_times
 from eercf.data.video import decode_clip, folder_images, load_clip, probe
 from eercf.model.transform import CLIP_MEAN, CLIP_STD
 from eercf.errors import EercfError
@@ -133,7 +133,7 @@ def test_preprocess_resizes_the_shorter_side_and_normalises():
     assert torch.allclose(x[0, :, 16, 16], white, atol=1e-4)
     mid = (128 / 255 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
     assert torch.allclose(x[1, :, 5, 5], mid, atol=1e-4)
-    assert resize_crop(np.zeros((10, 30, 3), np.uint8), 20).shape == (20, 20, 3)
+    assert resize_frame(np.zeros((10, 30, 3), np.uint8), 20).shape == (20, 20, 3)
 
 
 def test_sample_times():

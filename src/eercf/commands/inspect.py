@@ -20,7 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="sample R frames per second, capped to N (default: N uniformly)")
     p.add_argument("--sheet", metavar="PNG",
                    help="write a contact sheet of the sampled frames as the model sees them "
-                        "(resized, centre-cropped), each with its time")
+                        "(resized as --resize says), each with its time")
+    p.add_argument("--resize", choices=("crop", "squash"), default="crop",
+                   help="contact sheet: centre-crop as CLIP does (default) or squash the whole "
+                        "frame into the square, as the tiny config does")
     p.add_argument("--tile", type=int, default=224, metavar="PX",
                    help="contact sheet: frame size in pixels (default 224, the model's)")
     p.add_argument("--folder-fps", type=float, default=1.0, metavar="R",
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise EercfError(f"--tile must be >= 8, got {args.tile}")
     info = probe(args.video, timeout=args.timeout, folder_fps=args.folder_fps)
     clip = decode_clip(args.video, num_frames=args.frames, fps=args.fps, image_size=args.tile,
-                       timeout=args.timeout, folder_fps=args.folder_fps)
+                       timeout=args.timeout, folder_fps=args.folder_fps, resize=args.resize)
     result = {"path": str(args.video), **info, "timestamps": clip.timestamps}
     if args.sheet:
         result["sheet"] = str(contact_sheet(clip.frames, clip.timestamps, args.sheet))

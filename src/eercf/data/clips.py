@@ -1,5 +1,5 @@
 """The model's input from pixels: when to sample (``sample_times``), resize and centre-crop
-as CLIP's transform does, normalise, and the two forms a sampled clip takes (uint8 pixels as
+as CLIP's transform does (or squash the whole frame into the square), normalise, and the two forms a sampled clip takes (uint8 pixels as
 the frame cache keeps them; the normalised, padded, masked tensor the model reads)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import EercfError
-from ..model.transform import CLIP_MEAN, CLIP_STD
+from ..model.transform import CLIP_MEAN, CLIP_STD, RESIZE_MODES
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -67,8 +67,14 @@ def _rgb_array(image: Any) -> np.ndarray:
     return array[:, :, :3]
 
 
-def resized_size(width: int, height: int, image_size: int) -> tuple[int, int]:
-    """(width, height) with the shorter side equal to ``image_size``, aspect kept."""
+def resized_size(width: int, height: int, image_size: int,
+                 resize: str = "crop") -> tuple[int, int]:
+    """(width, height) to resize to: the shorter side equal to ``image_size`` with the aspect
+    kept (``crop``), or the square itself (``squash``)."""
+    if resize not in RESIZE_MODES:
+        raise EercfError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    if resize == "squash":
+        return image_size, image_size
     scale = image_size / min(width, height)
     return max(image_size, round(width * scale)), max(image_size, round(height * scale))
 
@@ -80,12 +86,13 @@ def center_crop(array: np.ndarray, image_size: int) -> np.ndarray:
     return np.ascontiguousarray(array[top:top + image_size, left:left + image_size])
 
 
-def resize_crop(image: Any, image_size: int) -> np.ndarray:
-    """Resize the shorter side to ``image_size`` (bicubic, antialiased, like CLIP's PIL
-    transform) and centre-crop: an HxWx3 uint8 array or PIL image in, uint8 array out."""
+def resize_frame(image: Any, image_size: int, resize: str = "crop") -> np.ndarray:
+    """The ``image_size`` square the model sees: resized (bicubic, antialiased, like CLIP's PIL
+    transform) as ``resize`` says, then centre-cropped; an HxWx3 uint8 array or PIL image in,
+    uint8 array out."""
     array = _rgb_array(image)
     height, width = array.shape[:2]
-    new_width, new_height = resized_size(width, height, image_size)
+    new_width, new_height = resized_size(width, height, image_size, resize)
     if (new_width, new_height) != (width, height):
         x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].float()
         x = torch.nn.functional.interpolate(x, size=(new_height, new_width), mode="bicubic",
@@ -104,11 +111,11 @@ def normalize(frames: np.ndarray | torch.Tensor, mean: Sequence[float] = CLIP_ME
 
 
 def preprocess(images: Sequence[Any], image_size: int = 224, mean: Sequence[float] = CLIP_MEAN,
-               std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+               std: Sequence[float] = CLIP_STD, resize: str = "crop") -> torch.Tensor:
     """Images (HxWx3 uint8 arrays or PIL images) to the model's input ``[N, 3, S, S]``."""
     if not len(images):
         return torch.zeros(0, 3, image_size, image_size)
-    return normalize(np.stack([resize_crop(image, image_size) for image in images]), mean, std)
+    return normalize(np.stack([resize_frame(image, image_size, resize) for image in images]), mean, std)
 
 
 # ----------------------------------------------------------------------------- sampling

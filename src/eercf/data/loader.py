@@ -51,7 +51,7 @@ class _ClipDataset(Dataset):
         """The model input of video ``video_index`` (from the cache when it holds it)."""
         record, t = self.records[video_index], self.transform
         settings = {"num_frames": t.frames, "fps": t.fps, "image_size": t.image_size,
-                    "span": record.span, "folder_fps": self.folder_fps}
+                    "span": record.span, "folder_fps": self.folder_fps, "resize": t.resize}
         key = self.cache.key(record.path, **settings) if self.cache and record.path.exists() else None
         decoded = self.cache.get(key) if key else None
         if decoded is None:

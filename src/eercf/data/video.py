@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import EercfError
 from ..model.transform import CLIP_MEAN, CLIP_STD
-from .clips import (IMAGE_EXTENSIONS, DecodedClip, SampledClip, center_crop, resize_crop,
+from .clips import (IMAGE_EXTENSIONS, DecodedClip, SampledClip, center_crop, resize_frame,
                     resized_size, sample_times)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv",
@@ -268,11 +268,11 @@ class _FrameReader:
         return self.current
 
 
-def _frame_pixels(frame, image_size: int) -> np.ndarray:
+def _frame_pixels(frame, image_size: int, resize: str) -> np.ndarray:
     """RGB pixels of ``frame`` at the target size: swscale converts and resizes in one pass,
     then the display rotation is applied and the centre cropped."""
     rotation = round((frame.rotation or 0) / 90) % 4
-    width, height = resized_size(frame.width, frame.height, image_size)
+    width, height = resized_size(frame.width, frame.height, image_size, resize)
     array = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC")
     if rotation:
         array = np.rot90(array, k=rotation)
@@ -280,7 +280,7 @@ def _frame_pixels(frame, image_size: int) -> np.ndarray:
 
 
 def _decode_video(path: Path, num_frames: int, fps: float | None, image_size: int,
-                  span: tuple[float, float] | None, timeout: float) -> DecodedClip:
+                  span: tuple[float, float] | None, timeout: float, resize: str) -> DecodedClip:
     deadline = time.monotonic() + timeout
     container, stream, duration = _header(path, timeout, deadline)
     with container:
@@ -289,7 +289,7 @@ def _decode_video(path: Path, num_frames: int, fps: float | None, image_size: in
         for target in sample_times(duration, num_frames, fps, span):
             ftime, frame = reader.frame_at(target)
             if ftime not in chosen:
-                chosen[ftime] = _frame_pixels(frame, image_size)
+                chosen[ftime] = _frame_pixels(frame, image_size, resize)
     times = sorted(chosen)
     return DecodedClip(frames=np.stack([chosen[t] for t in times]),
                        timestamps=[round(t, 6) for t in times], duration=duration,
@@ -308,20 +308,20 @@ def folder_images(folder: Path) -> list[Path]:
     return sorted(images, key=lambda p: _natural_key(p.name))
 
 
-def _read_image(path: Path, image_size: int) -> np.ndarray:
+def _read_image(path: Path, image_size: int, resize: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             image.draft("RGB", (image_size, image_size))  # JPEG: decode at reduced scale
-            return resize_crop(image.convert("RGB"), image_size)
+            return resize_frame(image.convert("RGB"), image_size, resize)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise EercfError(f"{path}: unreadable image in frame folder ({err})") from None
 
 
 def _decode_folder(folder: Path, num_frames: int, fps: float | None, image_size: int,
                    span: tuple[float, float] | None, timeout: float,
-                   folder_fps: float) -> DecodedClip:
+                   folder_fps: float, resize: str) -> DecodedClip:
     deadline = time.monotonic() + timeout
     images = folder_images(folder)
     if not images:
@@ -333,7 +333,7 @@ def _decode_folder(folder: Path, num_frames: int, fps: float | None, image_size:
     for index in indices:
         if time.monotonic() > deadline:
             raise EercfError(f"{folder}: reading frames took longer than {timeout:g} s, gave up")
-        frames.append(_read_image(images[index], image_size))
+        frames.append(_read_image(images[index], image_size, resize))
     return DecodedClip(frames=np.stack(frames),
                        timestamps=[round(i / folder_fps, 6) for i in indices],
                        duration=duration, source=str(folder))
@@ -343,28 +343,31 @@ def _decode_folder(folder: Path, num_frames: int, fps: float | None, image_size:
 
 def decode_clip(path: str | Path, *, num_frames: int = 12, fps: float | None = None,
                 image_size: int = 224, span: tuple[float, float] | None = None,
-                timeout: float = 30.0, folder_fps: float = 1.0) -> DecodedClip:
+                timeout: float = 30.0, folder_fps: float = 1.0,
+                resize: str = "crop") -> DecodedClip:
     """Sample and decode ``num_frames`` frames of a video file or frame folder as uint8 pixels.
 
-    ``folder_fps`` is the rate a frame folder was extracted at (its images carry no times).
+    ``folder_fps`` is the rate a frame folder was extracted at (its images carry no times);
+    ``resize`` how a frame becomes the square (``crop`` or ``squash``, see ``clips``).
     Raises ``EercfError`` naming the file on anything unreadable, and when decoding runs
     past ``timeout`` seconds."""
     path = Path(path)
+    resized_size(1, 1, image_size, resize)  # a bad mode fails before any decoding
     if path.is_dir():
         if not folder_fps > 0:
             raise EercfError(f"folder_fps must be > 0, got {folder_fps}")
-        return _decode_folder(path, num_frames, fps, image_size, span, timeout, folder_fps)
-    return _decode_video(path, num_frames, fps, image_size, span, timeout)
+        return _decode_folder(path, num_frames, fps, image_size, span, timeout, folder_fps, resize)
+    return _decode_video(path, num_frames, fps, image_size, span, timeout, resize)
 
 
 def load_clip(path: str | Path, *, num_frames: int = 12, fps: float | None = None,
               image_size: int = 224, mean: Sequence[float] = CLIP_MEAN,
               std: Sequence[float] = CLIP_STD, span: tuple[float, float] | None = None,
-              timeout: float = 30.0, folder_fps: float = 1.0) -> SampledClip:
+              timeout: float = 30.0, folder_fps: float = 1.0, resize: str = "crop") -> SampledClip:
     """Model input for a video file or frame folder: ``num_frames`` frames sampled uniformly
     (``fps=None``) or at ``fps`` per second capped to ``num_frames``, normalised, padded."""
     clip = decode_clip(path, num_frames=num_frames, fps=fps, image_size=image_size, span=span,
-                       timeout=timeout, folder_fps=folder_fps)
+                       timeout=timeout, folder_fps=folder_fps, resize=resize)
     return clip.to_sampled(num_frames, mean, std)
 
 

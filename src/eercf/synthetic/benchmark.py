@@ -101,7 +101,8 @@ def read_truth(root: str | Path) -> dict[str, SynthVideo]:
 def contact_sheet(root: str | Path, png: str | Path, rows: int = 4, num_frames: int = 12,
                   scale: int = 2) -> Path:
     """Draw ``rows`` test videos of the benchmark in ``root`` (its ``num_frames`` uniformly
-    sampled frames, as training sees them, with times) and their captions into ``png``."""
+    sampled frames, whole as the tiny model sees them, with times) and their captions into
+    ``png``."""
     from PIL import Image, ImageDraw, ImageFont
 
     from ..data.video import decode_clip
@@ -115,7 +116,7 @@ def contact_sheet(root: str | Path, png: str | Path, rows: int = 4, num_frames: 
     picked += [m for m in test if m not in picked][: max(0, rows - len(picked))]
     picked = picked[:rows]
     clips = [decode_clip(root / "videos" / "all" / f"{m['video_id']}.mp4", num_frames=num_frames,
-                         image_size=64 * scale) for m in picked]
+                         image_size=64 * scale, resize="squash") for m in picked]
     tile = max(c.frames.shape[2] for c in clips)
     font = ImageFont.load_default(size=13)
     small = ImageFont.load_default(size=10)

@@ -10,6 +10,11 @@ tuned on one design alone: docs/benchmarks.md reports every level on each.
   inside one patch: where the patch level matters.
 - ``mixed``: other frame sizes and clip lengths (96 px, 3-5 s at 10 fps, a flash of 1/6 of
   the clip), each test caption's kind drawn evenly.
+- ``overlay``: another world on wide frames (128x96, 4 s at 10 fps): one shape moves left,
+  right, up or down, or stays still, for the whole clip; a second, small shape shows over it
+  for 1/6 of the clip (no cut); a tiny marker (a third of a ``tiny`` patch) sits in a corner.
+  Captions of every kind, test captions naming one, two or all three of these. Centre-cropping
+  its frames to a square would cut the marker off: the transform must keep the whole frame.
 """
 from __future__ import annotations
 
@@ -30,7 +35,12 @@ class Design:
     flash_fraction: float
     seconds: tuple[float, float]
     fps: tuple[int, int]      # drawn from [low, high)
-    size: int                 # default frame size (pixels)
+    size: int                 # default frame height (pixels)
+    aspect: float = 1.0       # width / height
+    overlay: bool = False     # the brief event: a small shape over the main shot, not a cut
+    corner_size: float = 0.19  # the corner square's side, as a fraction of the height
+    directions: tuple[str, ...] = ("left", "right")
+    train_kinds: tuple[str, ...] | None = None  # None: scenes.TRAIN_KINDS
 
     @property
     def flash_window(self) -> tuple[float, float]:
@@ -39,6 +49,8 @@ class Design:
 
 
 TEST_KINDS = ("flash", "flash+corner", "motion+corner")  # each visible whole in one frame
+EVERY_KIND = ("motion", "flash", "corner", "motion+flash", "motion+corner", "flash+corner",
+              "motion+flash+corner")
 DESIGNS = {
     "flash": Design("flash", TEST_KINDS, 0.75, 1.5 / 12, (4.0, 8.0), (8, 13), 64),
     "motion": Design("motion", ("motion+corner", "flash+corner", "flash"), 0.9, 1.5 / 12,
@@ -46,6 +58,10 @@ DESIGNS = {
     "corner": Design("corner", ("flash+corner", "motion+corner", "flash"), 0.9, 1.5 / 12,
                      (4.0, 8.0), (8, 13), 64),
     "mixed": Design("mixed", TEST_KINDS, None, 1.0 / 6, (3.0, 5.0), (10, 11), 96),
+    "overlay": Design("overlay", EVERY_KIND, None, 1.0 / 6, (4.0, 4.0), (10, 11), 96,
+                      aspect=4 / 3, overlay=True, corner_size=0.08,
+                      directions=("left", "right", "up", "down", "still"),
+                      train_kinds=EVERY_KIND),
 }
 
 

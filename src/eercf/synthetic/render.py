@@ -31,6 +31,8 @@ def _draw(draw, kind: str, cx: float, cy: float, r: float, colour: tuple[int, in
 
 
 SHAPE_RADIUS, CORNER_SIZE, CORNER_MARGIN = 0.19, 0.19, 0.03
+# the overlay design: a smaller main shape, and the brief one a third of its size
+OVERLAY_MAIN_RADIUS, OVERLAY_SMALL_RADIUS, OVERLAY_OFFSET = 0.15, 0.08, 0.22
 # A moving shape leaves a fading trail (distance behind it in radii, opacity), like motion
 # blur: each frame shows which way it goes, as in real footage of something moving.
 TRAIL = ((3.3, 0.2), (2.2, 0.4), (1.1, 0.65))
@@ -46,43 +48,68 @@ def in_flash(v: SynthVideo, progress: float) -> bool:
     return v.flash_start <= progress < v.flash_start + v.flash_fraction
 
 
-def _draw_mover(draw, size: int, progress: float, shape: str, colour: str, direction: str,
-                lane: float, background: tuple[int, int, int]) -> None:
-    """A shape crossing the frame along ``lane`` (a height), with its trail."""
-    lo, hi = 0.22 * size, 0.78 * size
-    heading = _HEADING[direction]
-    x = lo + (hi - lo) * (progress if heading > 0 else 1 - progress)
-    y = lane * size
-    radius = SHAPE_RADIUS * size
+def _draw_mover(draw, width: int, height: int, progress: float, shape: str, colour: str,
+                direction: str, lane: float, background: tuple[int, int, int],
+                radius: float) -> None:
+    """A shape crossing the frame (left/right along the height ``lane``, up/down along the
+    width ``lane``) with its trail, or standing still at ``lane`` across."""
+    if direction == "still":
+        _draw(draw, shape, lane * width, 0.5 * height, radius, COLOURS[colour])
+        return
+    horizontal = direction in _HEADING
+    heading = _HEADING[direction] if horizontal else (1 if direction == "down" else -1)
+    extent = width if horizontal else height
+    lo, hi = 0.22 * extent, 0.78 * extent
+    along = lo + (hi - lo) * (progress if heading > 0 else 1 - progress)
+    across = lane * (height if horizontal else width)
+
+    def at(offset: float) -> tuple[float, float]:
+        return (along + offset, across) if horizontal else (across, along + offset)
+
     for behind, opacity in TRAIL:
         ghost = tuple(round(b + opacity * (c - b)) for c, b in zip(COLOURS[colour], background))
-        _draw(draw, shape, x - heading * behind * radius, y, radius, ghost)
-    _draw(draw, shape, x, y, radius, COLOURS[colour])
+        _draw(draw, shape, *at(-heading * behind * radius), radius, ghost)
+    _draw(draw, shape, *at(0.0), radius, COLOURS[colour])
+
+
+def frame_size(v: SynthVideo, size: int) -> tuple[int, int]:
+    """(width, height) of ``v``'s frames at height ``size`` (even, as H.264 wants)."""
+    return 2 * round(size * v.aspect / 2), size
 
 
 def render(v: SynthVideo, size: int):
-    """The RGB frames (``uint8 [size, size, 3]``) of ``v``, one per 1/fps second."""
+    """The RGB frames (``uint8 [size, width, 3]``) of ``v``, one per 1/fps second."""
     from PIL import Image, ImageDraw
 
     n = frame_count(v)
-    c0 = CORNER_MARGIN * size
-    c1 = size - c0 - CORNER_SIZE * size
-    corner_x = c0 if "left" in v.corner else c1
-    corner_y = c0 if "top" in v.corner else c1
-    flash_background = COLOURS[v.flash_background]
+    width, height = frame_size(v, size)
+    side = v.corner_size * height
+    margin = CORNER_MARGIN * height
+    corner_x = margin if "left" in v.corner else width - margin - side
+    corner_y = margin if "top" in v.corner else height - margin - side
+    radius = (OVERLAY_MAIN_RADIUS if v.overlay else SHAPE_RADIUS) * height
+    flash_background = None if v.overlay else COLOURS[v.flash_background]
+    # the overlay's small shape crosses the half of the frame the main shape's lane is not in
+    small_lane = v.flash_lane + (-OVERLAY_OFFSET if v.lane >= 0.5 else OVERLAY_OFFSET)
     for k in range(n):
         progress = (k + 0.5) / n
-        if in_flash(v, progress):
-            image = Image.new("RGB", (size, size), flash_background)
-            _draw_mover(ImageDraw.Draw(image), size, progress, v.flash_shape, v.flash_colour,
-                   v.flash_direction, v.flash_lane, flash_background)
+        flash = in_flash(v, progress)
+        if flash and not v.overlay:
+            image = Image.new("RGB", (width, height), flash_background)
+            _draw_mover(ImageDraw.Draw(image), width, height, progress, v.flash_shape,
+                        v.flash_colour, v.flash_direction, v.flash_lane, flash_background, radius)
         else:
-            image = Image.new("RGB", (size, size), v.background)
-            _draw_mover(ImageDraw.Draw(image), size, progress, v.shape, v.colour, v.direction,
-                   v.lane, v.background)
+            image = Image.new("RGB", (width, height), v.background)
+            _draw_mover(ImageDraw.Draw(image), width, height, progress, v.shape, v.colour,
+                        v.direction, v.lane, v.background, radius)
+            if flash:
+                _draw_mover(ImageDraw.Draw(image), width, height,
+                            (progress - v.flash_start) / v.flash_fraction, v.flash_shape,
+                            v.flash_colour, v.flash_direction, small_lane, v.background,
+                            OVERLAY_SMALL_RADIUS * height)
         ImageDraw.Draw(image).rectangle(
-            [corner_x, corner_y, corner_x + CORNER_SIZE * size - 1,
-             corner_y + CORNER_SIZE * size - 1], fill=COLOURS[v.corner_colour])
+            [corner_x, corner_y, corner_x + side - 1, corner_y + side - 1],
+            fill=COLOURS[v.corner_colour])
         yield np.asarray(image)
 
 
@@ -93,7 +120,7 @@ def write_video(v: SynthVideo, path: Path, size: int) -> None:
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=v.fps)
-        stream.width = stream.height = size
+        stream.width, stream.height = frame_size(v, size)
         stream.pix_fmt = "yuv420p"
         # x264's macroblock tree made the same frames encode differently from run to run (seen
         # with one thread, more often under load); without it the bytes depend on the frames only

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import EercfError
-from .designs import DESIGNS, TEST_KINDS, Design
+from .designs import DESIGNS, EVERY_KIND, Design
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (225, 35, 35), "blue": (50, 90, 235), "white": (240, 240, 240),
@@ -51,6 +51,9 @@ SHAPE_WORDS = {
 DIRECTION_WORDS = {
     "left": ("moves left", "goes left", "slides left"),
     "right": ("moves right", "goes right", "slides right"),
+    "up": ("moves up", "goes up", "rises"),
+    "down": ("moves down", "goes down", "sinks"),
+    "still": ("stays still", "does not move", "stays in place"),
 }
 CORNER_WORDS = {
     "top left": ("top left", "upper left", "top-left"),
@@ -61,6 +64,14 @@ CORNER_WORDS = {
 MOTION_TEMPLATES = ("a {colour} {shape} {moves}", "the {colour} {shape} {moves}",
                     "{a_colour} {shape} {moves} across the screen",
                     "a video where a {colour} {shape} {moves}")
+STILL_TEMPLATES = ("a {colour} {shape} {moves}", "the {colour} {shape} {moves}",
+                   "{a_colour} {shape} {moves} in the frame",
+                   "a video where a {colour} {shape} {moves}")
+# the overlay design's brief event: a small shape over the main shot
+OVERLAY_TEMPLATES = ("a small {colour} {shape} appears briefly and {moves}",
+                     "for a moment a little {colour} {shape} {moves}",
+                     "a tiny {colour} {shape} shows up for a second and {moves}",
+                     "briefly a small {colour} {shape} {moves}")
 FLASH_TEMPLATES = ("the screen flashes {bg} as {a_colour} {shape} {moves}",
                    "for a moment {a_colour} {shape} {moves} on {a_bg} background",
                    "a quick cut to {a_bg} scene where {a_colour} {shape} {moves}",
@@ -69,6 +80,10 @@ CORNER_OBJECTS = ("a small {colour} square in the {corner} corner",
                   "a tiny {colour} square at the {corner} corner",
                   "a little {colour} box in the {corner} corner",
                   "a small {colour} patch in the {corner} corner")
+OVERLAY_CORNER_OBJECTS = ("a tiny {colour} marker in the {corner} corner",
+                          "a small {colour} dot at the {corner} corner",
+                          "a little {colour} mark in the {corner} corner",
+                          "a tiny {colour} square in the {corner} corner")
 CORNER_TEMPLATES = ("{object}", "there is {object}", "{object} stays still",
                     "{object} does not move")
 FLASH_JOINERS = (", then ", " and then ", "; later ", ", until ")
@@ -78,8 +93,7 @@ CORNER_JOINERS = (" with ", ", and there is ", "; there is also ", " next to ")
 # comes up most; motion+flash+corner is left out, as it often runs past 32 tokens.
 TRAIN_KINDS = ("flash", "motion+flash", "corner", "motion+corner", "flash", "flash+corner",
                "motion", "flash")
-CAPTION_KINDS = ("motion", "flash", "corner", "motion+flash", "motion+corner", "flash+corner",
-                 "motion+flash+corner")
+CAPTION_KINDS = EVERY_KIND
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,9 @@ class SynthVideo:
     flash_lane: float
     flash_start: float   # fraction of the duration
     flash_fraction: float = 1.5 / 12  # how long the flash lasts, as a fraction of the duration
+    aspect: float = 1.0  # frame width / height
+    overlay: bool = False  # the flash is a small shape over the main shot (no background)
+    corner_size: float = 0.19  # the corner square's side, as a fraction of the height
 
     @property
     def motion(self) -> tuple[str, str, str]:
@@ -130,17 +147,22 @@ def _mover_words(colour: str, shape: str, direction: str, rng: np.random.Generat
 
 
 def _motion_phrase(v: SynthVideo, rng: np.random.Generator) -> str:
-    return _pick(rng, MOTION_TEMPLATES).format(**_mover_words(*v.motion, rng))
+    templates = STILL_TEMPLATES if v.direction == "still" else MOTION_TEMPLATES
+    return _pick(rng, templates).format(**_mover_words(*v.motion, rng))
 
 
 def _flash_phrase(v: SynthVideo, rng: np.random.Generator) -> str:
+    if v.overlay:
+        return _pick(rng, OVERLAY_TEMPLATES).format(
+            **_mover_words(v.flash_colour, v.flash_shape, v.flash_direction, rng))
     return _pick(rng, FLASH_TEMPLATES).format(
         bg=v.flash_background, a_bg=_article(v.flash_background),
         **_mover_words(v.flash_colour, v.flash_shape, v.flash_direction, rng))
 
 
 def _corner_object(v: SynthVideo, rng: np.random.Generator) -> str:
-    return _pick(rng, CORNER_OBJECTS).format(
+    objects = OVERLAY_CORNER_OBJECTS if v.overlay else CORNER_OBJECTS
+    return _pick(rng, objects).format(
         colour=v.corner_colour, corner=_pick(rng, CORNER_WORDS[v.corner]))
 
 
@@ -170,28 +192,30 @@ def fits(other: SynthVideo, v: SynthVideo, kind: str) -> bool:
                  == (v.corner_colour, v.corner)))
 
 
-_FLASH_CHOICES = {"flash_background": FLASH_COLOURS, "flash_colour": SHAPE_COLOURS,
-                  "flash_shape": SHAPES, "flash_direction": DIRECTIONS}
+def flash_choices(design: Design) -> dict[str, tuple[str, ...]]:
+    """What a flash is drawn from: a cut to a coloured background with a shape on it, or (the
+    overlay design) a small shape in a colour of its own over the main shot."""
+    if design.overlay:
+        return {"flash_background": ("none",), "flash_colour": FLASH_COLOURS,
+                "flash_shape": SHAPES, "flash_direction": DIRECTIONS}
+    return {"flash_background": FLASH_COLOURS, "flash_colour": SHAPE_COLOURS,
+            "flash_shape": SHAPES, "flash_direction": DIRECTIONS}
 
 
-def _random_flash(rng: np.random.Generator) -> dict:
-    return {name: _pick(rng, choices) for name, choices in _FLASH_CHOICES.items()}
-
-
-def _group_flashes(rng: np.random.Generator, size: int, taken: set[tuple],
-                   new_flash: bool) -> list[dict]:
+def _group_flashes(rng: np.random.Generator, size: int, taken: set[tuple], new_flash: bool,
+                   choices: dict[str, tuple[str, ...]]) -> list[dict]:
     """A base flash, then members that each change one of its attributes (hard negatives),
     each with a corner square. No two videos in ``taken`` (the test split's) share a flash
     when ``new_flash``, else a flash and a corner."""
     def key(member: dict) -> tuple:
-        flash = tuple(member[name] for name in _FLASH_CHOICES)
+        flash = tuple(member[name] for name in choices)
         return flash if new_flash else flash + (member["corner_colour"], member["corner"])
 
     def corner() -> dict:
         return {"corner_colour": _pick(rng, CORNER_COLOURS), "corner": _pick(rng, CORNERS)}
 
     for _ in range(100):
-        base = dict(_random_flash(rng), **corner())
+        base = dict({name: _pick(rng, c) for name, c in choices.items()}, **corner())
         if key(base) not in taken:
             break
     else:
@@ -201,8 +225,8 @@ def _group_flashes(rng: np.random.Generator, size: int, taken: set[tuple],
     for _ in range(50 * size):
         if len(members) == size:
             break
-        name = _pick(rng, tuple(_FLASH_CHOICES))
-        member = dict(base, **{name: _pick(rng, _FLASH_CHOICES[name])}, **corner())
+        name = _pick(rng, tuple(choices))
+        member = dict(base, **{name: _pick(rng, choices[name])}, **corner())
         if key(member) not in taken:
             members.append(member)
             taken.add(key(member))
@@ -212,9 +236,6 @@ def _group_flashes(rng: np.random.Generator, size: int, taken: set[tuple],
 # The flash lasts 1.5 sampling intervals of 12 uniform frames (the default design): always in
 # one or two of them.
 FLASH_FRACTION = DESIGNS["flash"].flash_fraction
-_FLASHES = math.prod(len(c) for c in _FLASH_CHOICES.values())
-# A test split needs a distinct flash, or flash and corner, per video.
-_TEST_CAPACITY = int(0.9 * _FLASHES * len(CORNER_COLOURS) * len(CORNERS))
 
 
 def plan(videos: int, seed: int, test_fraction: float = 0.2,
@@ -226,12 +247,15 @@ def plan(videos: int, seed: int, test_fraction: float = 0.2,
         raise EercfError(f"test fraction must be between 0 and 1, got {test_fraction}")
     rng = np.random.default_rng(seed)
     n_test = max(1, round(videos * test_fraction))
-    if n_test > _TEST_CAPACITY:
+    choices = flash_choices(design)
+    flashes = math.prod(len(c) for c in choices.values())
+    capacity = int(0.9 * flashes * len(CORNER_COLOURS) * len(CORNERS))  # distinct flash+corner
+    if n_test > capacity:
         raise EercfError(
-            f"--videos {videos}: the synthetic benchmark's test split holds at most "
-            f"{_TEST_CAPACITY} videos; use about {int(_TEST_CAPACITY / test_fraction)} or fewer")
+            f"--videos {videos}: the {design.name} design's test split holds at most "
+            f"{capacity} videos; use about {int(capacity / test_fraction)} or fewer")
     # a test caption naming the flash alone singles a video out while flashes are not reused
-    new_flash = n_test <= 0.8 * _FLASHES
+    new_flash = n_test <= 0.8 * flashes
     specs: list[dict] = []
     taken: dict[str, set[tuple]] = {"train": set(), "test": set()}
     group = n_test_now = idle = 0
@@ -245,9 +269,9 @@ def plan(videos: int, seed: int, test_fraction: float = 0.2,
             size = min(size, n_test - n_test_now)
         else:  # training videos may share a flash
             taken["train"].clear()
-        for details in _group_flashes(rng, size, taken[split], new_flash):
+        for details in _group_flashes(rng, size, taken[split], new_flash, choices):
             motion = {"colour": _pick(rng, SHAPE_COLOURS), "shape": _pick(rng, SHAPES),
-                      "direction": _pick(rng, DIRECTIONS)}
+                      "direction": _pick(rng, design.directions)}
             specs.append({"group": group, "split": split, **motion, **details})
             n_test_now += split == "test"
         group += 1
@@ -261,8 +285,9 @@ def plan(videos: int, seed: int, test_fraction: float = 0.2,
             seconds=float(np.round(rng.uniform(*design.seconds), 2)), background=background,
             lane=float(rng.uniform(0.38, 0.62)), flash_lane=float(rng.uniform(0.38, 0.62)),
             flash_start=float(rng.uniform(*design.flash_window)),
-            flash_fraction=design.flash_fraction, **specs[spec_index]))
-    return _singled_out(out)
+            flash_fraction=design.flash_fraction, aspect=design.aspect, overlay=design.overlay,
+            corner_size=design.corner_size, **specs[spec_index]))
+    return _singled_out(out, design.test_kinds)
 
 
 
@@ -272,12 +297,12 @@ def _singles_out(v: SynthVideo, kind: str, test: list[SynthVideo]) -> bool:
     return not any(fits(o, v, kind) for o in test if o is not v)
 
 
-def _singled_out(videos: list[SynthVideo]) -> list[SynthVideo]:
+def _singled_out(videos: list[SynthVideo], kinds: tuple[str, ...]) -> list[SynthVideo]:
     """Moves to the training split any test video that no test caption could single out."""
     out = list(videos)
     test = [v for v in out if v.split == "test"]
     for i, v in enumerate(out):
-        if v.split == "test" and not any(_singles_out(v, kind, test) for kind in TEST_KINDS):
+        if v.split == "test" and not any(_singles_out(v, kind, test) for kind in kinds):
             test.remove(v)
             out[i] = replace(v, split="train")
     return out
@@ -305,14 +330,15 @@ def annotate(videos: list[SynthVideo], seed: int, captions_per_video: int = 8,
     ``TRAIN_KINDS`` from a random start; each test video gets one distinguishing caption."""
     rng = np.random.default_rng([seed, 1])
     test = [v for v in videos if v.split == "test"]
+    train_kinds = design.train_kinds or TRAIN_KINDS
     out: dict[str, list[tuple[str, str]]] = {}
     for v in videos:
         if v.split == "test":
             kind = _test_kind(v, test, rng, design)
             out[v.video_id] = [(kind, caption(v, kind, rng))]
         else:
-            first = int(rng.integers(len(TRAIN_KINDS)))
-            kinds = [TRAIN_KINDS[(first + i) % len(TRAIN_KINDS)]
+            first = int(rng.integers(len(train_kinds)))
+            kinds = [train_kinds[(first + i) % len(train_kinds)]
                      for i in range(captions_per_video)]
             out[v.video_id] = [(k, caption(v, k, rng)) for k in kinds]
     return out

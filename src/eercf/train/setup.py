@@ -64,7 +64,7 @@ def build_model(cfg: dict[str, Any], out: Path, dist: Distributed, train_records
         model.transform = VideoTransform(
             frames=model.max_frames, image_size=model.config["vision"]["image_size"],
             fps=cfg["frame_rate"], mean=model.transform.mean, std=model.transform.std,
-            precision="bf16" if bf16 else "fp32")
+            precision="bf16" if bf16 else "fp32", resize=model.transform.resize)
         if dist.main and progress:
             where = "from scratch" if init == "scratch" else f"from the weights of {cfg['model']}"
             print(f"eercf train: {model.config.get('name', cfg['model'])} {where}",
