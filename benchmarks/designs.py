@@ -2,7 +2,8 @@
 synth --design D`, `eercf train --model tiny` (validation held out of the training videos,
 fusion weights fitted on it at the end), then `eercf eval --checkpoint RUN`: stage 1 alone,
 two-stage with the fitted weights and K (what search does), two-stage with the paper's
-weights and K = 50, and all pairs (fitted weights), t2v and v2t R@1 on the test split.
+weights and K = 50, and all pairs (fitted weights), t2v and v2t R@1 on the test split;
+two-stage through the default `pq` fine-store codec and again with `--codec exact`.
 
     python benchmarks/designs.py --work /tmp/designs [--designs flash,motion,corner,mixed] [--seeds 0,1,2]
 
@@ -44,21 +45,27 @@ def one(work: Path, design: str, seed: int, videos: int, sets: list[str]) -> dic
                                     "--model", "tiny", "--out", str(folder), "--no-progress",
                                     "--json", *[a for s in sets for a in ("--set", s)]])
     summary = json.loads(summary)
-    result, _ = run(EERCF + ["eval", "--checkpoint", str(folder), "--data", str(data),
-                             "--workers", "0", "--json"])
-    result = json.loads(result)
+    results = {}
+    for codec in ("pq", "exact"):  # pq: the default, what search does; exact: fp16 patches
+        result, _ = run(EERCF + ["eval", "--checkpoint", str(folder), "--data", str(data),
+                                 "--workers", "0", "--json", "--codec", codec])
+        results[codec] = json.loads(result)
+    result = results["pq"]
     return {"design": design, "seed": seed, "sets": sets,
             "command_seconds": round(seconds, 1), "train_seconds": round(summary["seconds"], 1),
             "best": summary["best"], "fitted": summary["fitted"],
             "t2v_R1": {m: round(result[m]["t2v"]["R1"], 1) for m in MODES if m in result},
             "v2t_R1": {m: round(result[m]["v2t"]["R1"], 1) for m in MODES if m in result},
-            "topk": {m: result[m].get("topk") for m in MODES if m in result}}
+            "topk": {m: result[m].get("topk") for m in MODES if m in result},
+            "codec": result["two_stage"].get("codec"),
+            "exact_t2v_R1": {m: round(results["exact"][m]["t2v"]["R1"], 1)
+                             for m in ("two_stage", "two_stage_paper") if m in results["exact"]}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for data and runs")
-    parser.add_argument("--designs", default="flash,motion,corner,mixed")
+    parser.add_argument("--designs", default="flash,motion,corner,mixed,overlay")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--videos", type=int, default=1000)
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -71,6 +78,7 @@ def main() -> None:
         for design in args.designs.split(","):
             row = one(args.work, design, seed, args.videos, args.sets)
             rows = [r for r in rows if (r["design"], r["seed"]) != (design, seed)] + [row]
+            rows.sort(key=lambda r: (r["design"], r["seed"]))
             print(json.dumps(row), flush=True)
             RESULTS.mkdir(exist_ok=True)
             path.write_text(json.dumps({"rows": rows}, indent=1) + "\n")

@@ -18,7 +18,7 @@ ALLOWED = {
     "weights": {"errors", "paths", "model"},
     "data": {"errors", "model"},
     "synthetic": {"errors", "data"},
-    "evaluation": {"errors", "model", "data"},
+    "evaluation": {"errors", "model", "data", "index"},  # two-stage scores as an index does
     "index": {"errors", "model", "weights", "data"},
     "train": {"errors", "paths", "model", "weights", "data", "evaluation"},
     "commands": {"errors", "paths", "model", "weights", "data", "synthetic", "evaluation",

@@ -34,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="comma-separated modes of video, two_stage, two_stage_paper, all_pairs "
                         "(default: all; two_stage_paper, the paper's fusion weights and K, only "
                         "for a checkpoint whose weights were fitted by calibration)")
+    p.add_argument("--codec", choices=("pq", "exact"), default="pq",
+                   help="score two_stage's text-to-video re-ranking through this fine-store "
+                        "codec, as search over an index of these videos does (default pq, the "
+                        "index's default: a codebook trained on these videos; exact: fp16)")
     p.add_argument("--dual-softmax", action="store_true",
                    help="also report video+dsl and all_pairs+dsl: dual softmax over the query set "
                         "(transductive: uses every test query at once)")
@@ -82,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.datasets import load_dataset
     from ..evaluation import MODES, encode_records, score_modes
+    from ..evaluation.evaluator import eval_codec
     from ..paths import frames_dir
     from ..weights import load_model, resolve
 
@@ -116,14 +121,20 @@ def run(args: argparse.Namespace) -> int:
     cache_dir = None if args.no_cache else (args.cache_dir or str(frames_dir()))
     encoded = encode_records(model, records, transform=transform, batch_size=args.batch_size,
                              workers=args.workers, cache_dir=cache_dir)
+    codec = eval_codec(encoded.videos, args.codec)
     results = score_modes(model, encoded.text, encoded.caption_video, encoded.videos,
                           modes=modes, topk=args.topk, dual_softmax=args.dual_softmax,
-                          weights=weights or None)
+                          weights=weights or None, codec=codec)
+    used = "pq" if codec is not None else "exact"
+    for mode in results:
+        if mode.startswith("two_stage"):
+            results[mode]["codec"] = used
     sampling = f"at {transform.fps:g} fps" if transform.fps else "uniformly"
     summary = (f"{checkpoint}: {args.dataset} {args.split}, {len(encoded.video_ids)} videos, "
                f"{len(encoded.captions)} captions, {len(encoded.failed)} failed; "
                f"{transform.frames} frames {sampling}, {transform.precision}; "
-               f"encoding {encoded.seconds:.1f} s")
+               f"encoding {encoded.seconds:.1f} s; two-stage through codec {used}"
+               + (" (too few patches for a pq codebook)" if used != args.codec else ""))
     if args.json:
         print(summary, file=sys.stderr)
         print(json.dumps(results, indent=2))

@@ -38,6 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "collections)")
     p.add_argument("--search-params", default=None,
                    help="FAISS search parameters, when creating or with --reindex (e.g. nprobe=16)")
+    p.add_argument("--codec", choices=("exact", "pq"), default=None,
+                   help="how the fine levels are stored, when creating or with --reindex "
+                        "(default pq: product-quantisation codes read for every candidate, "
+                        "exact patches read only for the few the codes select; exact: fp16 "
+                        "patches read whole; docs/search.md compares them)")
     p.add_argument("--batch-size", type=int, default=16, help="videos per batch and commit (default 16)")
     p.add_argument("--workers", type=int, default=2, help="decoding worker processes (default 2)")
     p.add_argument("--frames", type=int, default=None,
@@ -50,12 +55,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="torch device for encoding (default cpu)")
     p.add_argument("--remove", nargs="+", metavar="ID", help="remove these video ids instead")
     p.add_argument("--reindex", action="store_true",
-                   help="compact the store and retrain stage 1 (with --index-factory if given)")
+                   help="compact the store and retrain stage 1 (with --index-factory if given); "
+                        "with --codec, re-code the fine levels (pq: a codebook retrained on "
+                        "the collection)")
+    p.add_argument("--stats", action="store_true",
+                   help="print the index's codec and bytes per video of each tier (hot: read "
+                        "for every stage-2 candidate; cold: read only where codes point; stage1)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stats:
+        return _stats(args)
     if args.remove or args.reindex:
         summary = _maintain(args)
     else:
@@ -66,6 +78,26 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(summary)
     return 0  # videos that could not be read are reported (and in the JSON), not fatal
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from ..index import VideoIndex
+
+    if args.source or args.remove or args.reindex:
+        raise EercfError("--stats only reads: it takes no SOURCE, --remove or --reindex")
+    stats = VideoIndex.open(args.index).stats()
+    if args.json:
+        print(json.dumps({key: stats[key] for key in ("videos", "codec", "bytes_per_video")}))
+        return 0
+    sizes = stats["bytes_per_video"]
+    chosen = "" if stats["chosen_codec"] == stats["codec"] else (
+        f" (chosen: {stats['chosen_codec']}; eercf index --reindex --codec "
+        f"{stats['chosen_codec']} once the collection is large enough)")
+    print(f"{args.index}: {stats['videos']} video(s), codec {stats['codec']}{chosen}")
+    print(f"  bytes per video: hot {sizes['hot']:,} (read for every stage-2 candidate), "
+          f"cold {sizes['cold']:,} (read only where the codes point), stage 1 {sizes['stage1']:,}")
+    print(f"  on disk: {stats['bytes_on_disk']:,} bytes (every kept version)")
+    return 0
 
 
 def _maintain(args: argparse.Namespace) -> dict[str, Any]:
@@ -81,8 +113,9 @@ def _maintain(args: argparse.Namespace) -> dict[str, Any]:
         summary["not_found"] = sorted(set(args.remove) - set(removed))
     if args.reindex:
         started = time.perf_counter()
-        index.reindex(args.index_factory, args.search_params)
+        index.reindex(args.index_factory, args.search_params, codec=args.codec)
         summary["reindexed"] = {"index_factory": index.index_factory,
+                                "codec": index.stored_codec(),
                                 "seconds": round(time.perf_counter() - started, 3)}
     summary["videos"] = len(index)
     return summary
@@ -109,6 +142,9 @@ def _add(args: argparse.Namespace) -> dict[str, Any]:
         if recorded.with_options(**changes) != recorded:
             raise EercfError(f"index {folder} samples videos as {recorded.to_dict()}; "
                              "--frames/--fps/--precision only apply when creating an index")
+        if args.codec is not None and args.codec != index.codec:
+            raise EercfError(f"index {folder} stores its fine levels as {index.codec}; change it "
+                             f"with eercf index --index {folder} --reindex --codec {args.codec}")
     else:
         if not args.model:
             raise EercfError(f"--model is needed to create the index {folder}")
@@ -117,7 +153,8 @@ def _add(args: argparse.Namespace) -> dict[str, Any]:
         if transform.frames > model.max_frames:
             raise EercfError(f"--frames {transform.frames} exceeds the model's {model.max_frames}")
         index = VideoIndex.create(folder, ModelInfo.of(model, source=args.model, transform=transform),
-                                  args.index_factory or "Flat", args.search_params or "")
+                                  args.index_factory or "Flat", args.search_params or "",
+                                  codec=args.codec or "pq")
     if args.device:
         model = model.to(args.device)
     summary = ingest(index, model, records, batch_size=args.batch_size, workers=args.workers)
@@ -146,7 +183,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
             print(f"  not in the index: {', '.join(summary['not_found'])}")
     if "reindexed" in summary:
         r = summary["reindexed"]
-        print(f"re-indexed {summary['index']} ({r['index_factory']}) in {r['seconds']:.1f} s")
+        print(f"re-indexed {summary['index']} ({r['index_factory']}, codec {r['codec']}) in "
+              f"{r['seconds']:.1f} s")
     if "added" in summary:
         print(f"added {summary['added']} video(s) to {summary['index']} in "
               f"{summary['seconds']:.1f} s; {summary['skipped']} already there")
@@ -154,4 +192,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"  skipped {item['path']}: {item['error']}", file=sys.stderr)
     if summary.get("failed"):
         print(f"{len(summary['failed'])} video(s) could not be read and were skipped", file=sys.stderr)
+    if summary.get("codec"):
+        print(f"fine levels stored as {summary['codec']}"
+              + (f" ({summary['codec_note']})" if summary.get("codec_note") else ""))
     print(f"the index holds {summary['videos']} video(s)")

@@ -44,24 +44,66 @@ def all_pairs_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures"
 
 
 def two_stage_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures", topk: int,
-                     weights: dict | None = None, *, stage1: torch.Tensor | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     weights: dict | None = None, *, stage1: torch.Tensor | None = None,
+                     codec: "PQCodec | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Text-to-video two-stage ranking as ``(scores [T, V], promoted [T, V])``: each query's
     top ``topk`` videos by stage 1 carry their fused score and are promoted above all other
     videos, which keep their stage-1 score. As in the search engine, only the candidates'
-    features are gathered (in query chunks of bounded memory) and scored by ``model.rerank``."""
+    features are gathered (in query chunks of bounded memory) and scored by ``model.rerank``;
+    with a pq ``codec``, through it, as search scores a pq-coded index."""
     if stage1 is None:
         stage1 = stage1_scores(model, text, videos)
     k = min(topk, len(videos))
     candidates = stage1.topk(k, dim=1).indices                             # [T, k]
     fused = torch.empty(candidates.shape, device=stage1.device)
     weights = model.fusion_weights(weights)
+    if codec is not None:
+        return _promote(stage1, candidates, _coded_rerank(model, text, videos, candidates,
+                                                          weights, codec))
     step = queries_per_chunk(videos, k)
     gather = CandidateGather(videos, min(step, len(text)) * k)
     for start in range(0, len(text), step):
         rows = slice(start, start + step)
         fused[rows] = model.rerank(text[rows], gather(candidates[rows].reshape(-1)), k, weights)[0]
     return _promote(stage1, candidates, fused)
+
+
+def _coded_rerank(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures",
+                  candidates: torch.Tensor, weights: dict, codec: "PQCodec") -> torch.Tensor:
+    """Stage 2 through a pq codec, one query at a time: the codes select, the in-memory
+    patches stand in for the index's cold tier (the same values it stores)."""
+    from dataclasses import replace
+
+    from ..index import codecs
+
+    n, frames, patches, dim = videos.patches.shape
+    flat = videos.patches.reshape(n, frames * patches, dim)
+    codes = torch.from_numpy(codec.encode(flat.reshape(-1, dim).cpu().numpy())).view(
+        n, frames * patches, -1).to(flat.device)
+    hot = replace(videos, patches=videos.patches[:, :, :0])
+    fused = torch.empty(candidates.shape, device=text.device)
+    for q, rows in enumerate(candidates):
+        selected = codecs.view(codec, text[q], codes[rows], videos.mask[rows],
+                               lambda index, rows=rows: flat[rows[:, None], index])
+        fused[q] = model.rerank(text[q:q + 1], hot.index(rows), len(rows), weights,
+                                with_weights=False, selected=[selected])[0][0]
+    return fused
+
+
+def eval_codec(videos: "VideoFeatures", name: str) -> "PQCodec | None":
+    """The codec ``eercf eval`` scores two-stage through: for ``pq``, a codebook trained on the
+    evaluated videos exactly as an index of them trains one (None where it stays exact)."""
+    from ..index import codecs
+
+    if codecs.check_codec(name) == "exact":
+        return None
+    stored = videos.as_stored()
+    n, frames, patches, _ = stored.patches.shape
+    rows = torch.from_numpy(codecs.sample_rows(n, frames * patches))
+    sample = codecs.training_sample(stored.patches[rows].cpu().numpy(), stored.mask[rows].cpu().numpy())
+    if len(sample) < codecs.MIN_TRAIN_VECTORS:
+        return None
+    return codecs.PQCodec.train(sample)
 
 
 def two_stage_v2t_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures", topk: int,
@@ -125,13 +167,16 @@ def default_modes(model: "EERCF") -> list[str]:
 def score_modes(model: "EERCF", text: torch.Tensor, caption_video: torch.Tensor,
                 videos: "VideoFeatures", *, modes: Iterable[str] | None = None,
                 topk: int | None = None,
-                dual_softmax: bool = False, weights: dict | None = None) -> dict[str, dict[str, Any]]:
+                dual_softmax: bool = False, weights: dict | None = None,
+                codec: "PQCodec | None" = None) -> dict[str, dict[str, Any]]:
     """Metrics of each mode for encoded captions ``text [C, D]`` (caption c describes video
     ``caption_video[c]``) against ``videos``: ``{mode: {"t2v", "v2t", "seconds"}}``.
 
     ``videos`` are rounded as the index stores them first. ``seconds`` is the scoring wall
     time of both directions (metrics excluded). With ``dual_softmax`` the ``video+dsl`` and
-    ``all_pairs+dsl`` modes are added (marked ``"transductive": True``)."""
+    ``all_pairs+dsl`` modes are added (marked ``"transductive": True``). ``codec`` (see
+    :func:`eval_codec`): text-to-video two-stage scores through it, as search does (video-to-text
+    stays exact: search has no such direction)."""
     modes = default_modes(model) if modes is None else list(modes)
     unknown = [m for m in modes if m not in MODES]
     if unknown:
@@ -170,7 +215,8 @@ def score_modes(model: "EERCF", text: torch.Tensor, caption_video: torch.Tensor,
 
                 def both_directions():
                     stage1 = stage1_scores(model, text, videos)
-                    return (two_stage_scores(model, text, videos, k, fusion, stage1=stage1),
+                    return (two_stage_scores(model, text, videos, k, fusion, stage1=stage1,
+                                             codec=codec),
                             two_stage_v2t_scores(model, text, videos, k, fusion, stage1=stage1))
                 (t2v, v2t), seconds = timed(both_directions)
                 results[mode] = multi_caption_metrics(t2v[0], caption_video, v2t_sim=v2t[0],

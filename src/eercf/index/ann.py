@@ -89,6 +89,14 @@ def extend(stage1: Stage1, vectors: np.ndarray, version: int) -> Stage1:
     return Stage1(stage1.index, version, stage1.factory)
 
 
+def bytes_per_vector(stage1: Stage1, dim: int) -> int:
+    """What stage 1 holds per video in memory (its serialised size over its rows; an empty
+    exact index: one fp32 vector)."""
+    if stage1.index.ntotal == 0:
+        return 4 * dim
+    return round(len(faiss.serialize_index(stage1.index)) / stage1.index.ntotal)
+
+
 def save(folder: Path, stage1: Stage1) -> None:
     """Write the index and its stamp atomically (temporary file + rename), then drop older
     files; a reader that loses the race sees a missing file and rebuilds in memory."""

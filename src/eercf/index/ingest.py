@@ -53,6 +53,12 @@ def ingest(index: "VideoIndex", model: "EERCF", records: Sequence["VideoRecord"]
                     save_stage1=save)
                 last_save = time.monotonic() if save else last_save
             index.save_stage1()
+        # a pq codebook trains on the whole collection once it is in (an index of the same
+        # videos then scores exactly as ``eercf eval`` does); later runs encode with it
+        if index.codec != index.stored_codec() and not index.apply_codec():
+            summary["codec_note"] = (f"too few patches for a pq codebook yet: kept exact; "
+                                     f"eercf index --reindex --codec pq once it has more")
+        summary["codec"] = index.stored_codec()
     summary["videos"] = len(index)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     return summary

@@ -18,7 +18,9 @@ from ..weights.factory import run_checkpoint
 if TYPE_CHECKING:
     from ..model import EERCF, VideoTransform
 
-FORMAT = 1                    # the index layout this code writes; it reads this and older
+FORMAT = 2                    # the index layout this code writes; it reads this and older
+# 2: the manifest names a codec for the fine levels; the store may be pq-coded (a blob of
+#    exact patches beside their codes); format 1 indexes are exact and read as before
 MANIFEST = "eercf-index.json"
 KIND = "eercf-index"
 

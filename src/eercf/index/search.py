@@ -19,15 +19,17 @@ import numpy as np
 import torch
 
 from ..errors import EercfError
-from . import store
+from . import codecs, store
 
 if TYPE_CHECKING:
     import lance
 
-    from ..model import EERCF
+    from ..model import EERCF, VideoFeatures
     from .ann import Stage1
+    from .codecs import PQCodec
 
 WINDOW_FRACTION = 0.5      # frames weighing at least this fraction of the best join the moment
+SHARED_QUERIES = 32        # a batch's queries whose candidates' hot tier is read in one take
 
 
 @dataclass
@@ -125,10 +127,12 @@ def matched_where(patch_weights: np.ndarray, timestamps: np.ndarray, patches: in
 def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tensor,
               model: "EERCF", *, k: int, topk: int, weights: dict[str, float] | None = None,
               queries: Sequence[str | None] | None = None,
-              timings: dict[str, float] | None = None) -> list[SearchResult]:
+              timings: dict[str, float] | None = None,
+              codec: "PQCodec | None" = None) -> list[SearchResult]:
     """Search the snapshot (``dataset`` pinned at ``stage1.version``) with encoded queries
     ``text [T, D]``: stage 1 top ``max(k, topk)``, stage 2 re-scores the top ``topk``; ``k``
-    hits per query."""
+    hits per query. A pq-coded store needs its ``codec``: stage 2 then reads the hot tier
+    (codes and frame levels) of every candidate and the exact patches the codes select."""
     if k < 1 or topk < 1:
         raise EercfError(f"k and topk must be at least 1 (got k={k}, topk={topk})")
     fusion = model.fusion_weights(weights)  # checked before any work
@@ -155,7 +159,8 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
     info_with_features = len(text) == 1
     info: dict[int, tuple[store.Rows, int]] = {}  # row offset -> (rows read, index in them)
     rescored: list[list[_Rescored]] = []
-    read_seconds = 0.0
+    reads = {"hot": 0.0, "cold": 0.0}
+    shared: _SharedHot | None = None
     for row in range(len(text)):
         # one query at a time: its K candidates are distinct rows, read once, in storage order
         # (Lance takes sorted offsets many times faster; a candidate's scores do not depend
@@ -165,14 +170,32 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
         found = labels[row, ranks]
         best: list[_Rescored] = []
         if len(found):
+            selected = None
             read_started = time.perf_counter()
-            cand, rows_read = store.take_features(dataset, found, model.device,
-                                                  info=info_with_features)
-            read_seconds += time.perf_counter() - read_started
+            if codec is None:
+                cand, rows_read = store.take_features(dataset, found, model.device,
+                                                      info=info_with_features)
+            elif len(text) == 1:
+                cand, codes, rows_read = store.take_hot(dataset, found, model.device)
+            else:  # a batch reads the hot tier of its queries' candidates once
+                if shared is None or not shared.holds(found):
+                    shared = _SharedHot.read(dataset, labels[row:row + SHARED_QUERIES, :n_cand],
+                                             model.device)
+                cand, codes = shared.take(found)
+                rows_read = None
+            reads["hot"] += time.perf_counter() - read_started
             if rows_read is not None:
                 info.update((int(offset), (rows_read, i)) for i, offset in enumerate(found))
+            if codec is not None:
+                def cold(index: torch.Tensor, found=found) -> torch.Tensor:
+                    started_cold = time.perf_counter()
+                    exact = store.read_patches(dataset, found, index, model.device)
+                    reads["cold"] += time.perf_counter() - started_cold
+                    return exact
+                selected = [codecs.view(codec, text[row], codes, cand.mask, cold)]
             with torch.inference_mode():
-                fused, scores = model.rerank(text[row:row + 1], cand, len(found), fusion)
+                fused, scores = model.rerank(text[row:row + 1], cand, len(found), fusion,
+                                             selected=selected)
                 fused = fused[0].float().cpu().numpy()
             frame_weights = scores["frame_weights"][0].float().cpu().numpy()
             patch_weights = scores["patch_weights"][0].float().cpu().numpy()
@@ -188,7 +211,7 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
     if missing.size:
         read_started = time.perf_counter()
         rows_read = store.take_rows(dataset, missing)
-        read_seconds += time.perf_counter() - read_started
+        reads["hot"] += time.perf_counter() - read_started
         info.update((int(offset), (rows_read, i)) for i, offset in enumerate(missing))
     results = []
     for row, best in enumerate(rescored):
@@ -201,7 +224,9 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
                              None, patches))
         results.append(SearchResult(queries[row], hits, version=stage1.version))
     timings["stage2"] = time.perf_counter() - started
-    timings["stage2_read"] = read_seconds
+    timings["stage2_read"] = reads["hot"] + reads["cold"]
+    if codec is not None:
+        timings["stage2_read_cold"] = reads["cold"]
     for result in results:
         result.timings = dict(timings)
     return results
@@ -232,3 +257,28 @@ def _hit(info: store.Rows, i: int, score: float | None, stage1_score: float, ran
     return Hit(video_id=info.ids[i], uri=info.uris[i], score=score, stage1_score=stage1_score,
                stage1_rank=rank + 1, moment=moment, where=where, duration=duration,
                metadata=info.metadata[i])
+
+
+@dataclass
+class _SharedHot:
+    """The hot tier of several queries' candidates, read in one take (sorted offsets)."""
+
+    offsets: np.ndarray
+    features: "VideoFeatures"
+    codes: torch.Tensor
+
+    @classmethod
+    def read(cls, dataset: "lance.LanceDataset", labels: np.ndarray,
+             device: torch.device) -> "_SharedHot":
+        offsets = np.unique(labels[labels >= 0])
+        features, codes, _ = store.take_hot(dataset, offsets, device, info=False)
+        return cls(offsets, features, codes)
+
+    def holds(self, found: np.ndarray) -> bool:
+        at = np.searchsorted(self.offsets, found)
+        return bool((at < len(self.offsets)).all() and (self.offsets[np.minimum(
+            at, len(self.offsets) - 1)] == found).all())
+
+    def take(self, found: np.ndarray) -> tuple["VideoFeatures", torch.Tensor]:
+        at = torch.from_numpy(np.searchsorted(self.offsets, found))
+        return self.features.index(at), self.codes[at]

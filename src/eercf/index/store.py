@@ -2,8 +2,10 @@
 
 Fine levels (frames, temporal, patches) are kept in fp16, which halves the bytes per video and
 is what ``VideoFeatures.as_stored()`` reproduces for evaluation; the video vector stays fp32
-because stage 1 ranks the whole collection by it. Every column is fixed-size per row so that a
-``take`` of K candidates reads K contiguous slices.
+because stage 1 ranks the whole collection by it. Every feature column stage 2 reads for each
+candidate is fixed-size per row, so that a ``take`` of K candidates reads K contiguous slices.
+Under the ``pq`` codec (``codecs``) the patches move to a blob column read by byte range, and
+a ``codes`` column holds their product-quantisation codes.
 """
 from __future__ import annotations
 
@@ -23,13 +25,26 @@ from ..errors import EercfError
 
 if TYPE_CHECKING:
     from ..model import VideoFeatures
+    from .codecs import PQCodec
 
 FEATURE_COLUMNS = ("video", "frames", "temporal", "patches", "mask")
+HOT_COLUMNS = ("video", "frames", "temporal", "codes", "mask")  # what pq reads per candidate
 INFO_COLUMNS = ("id", "uri", "duration", "timestamps", "metadata")
+PATCHES_KEY = b"eercf.patches"  # schema metadata of a pq store: patches per frame
 
 
-def schema(dim: int, frames: int, patches: int) -> pa.Schema:
-    """The row layout for ``frames`` frames of ``patches`` patches, ``dim``-d features."""
+def schema(dim: int, frames: int, patches: int, codes: int = 0) -> pa.Schema:
+    """The row layout for ``frames`` frames of ``patches`` patches, ``dim``-d features; with
+    ``codes`` (bytes per patch code, the pq codec's M) the patches are a blob beside their codes."""
+    if codes:
+        exact = schema(dim, frames, patches)
+        fields = [f for f in exact if f.name != "patches"]
+        fields.insert(exact.get_field_index("patches"),
+                      pa.field("patches", pa.large_binary(),
+                               metadata={"lance-encoding:blob": "true"}))
+        fields.insert(exact.get_field_index("patches") + 1,
+                      pa.field("codes", pa.list_(pa.uint8(), frames * patches * codes)))
+        return pa.schema(fields, metadata={PATCHES_KEY: str(patches).encode()})
     return pa.schema([
         pa.field("id", pa.string(), nullable=False),
         pa.field("uri", pa.string()),
@@ -49,19 +64,53 @@ def dims(table_schema: pa.Schema) -> tuple[int, int, int]:
     """``(dim, frames, patches)`` of a store from its schema."""
     dim = table_schema.field("video").type.list_size
     frames = table_schema.field("mask").type.list_size
+    if is_coded(table_schema):
+        return dim, frames, int((table_schema.metadata or {})[PATCHES_KEY])
     patches = table_schema.field("patches").type.list_size // (frames * dim)
     return dim, frames, patches
 
 
-def bytes_per_video(dim: int, frames: int, patches: int) -> dict[str, int]:
-    """Raw feature bytes each video costs in the store, per level (before Lance's overhead)."""
-    return {"video": 4 * dim, "frames": 2 * frames * dim, "temporal": 2 * frames * dim,
-            "patches": 2 * frames * patches * dim}
+def write_schema(table_schema: pa.Schema) -> pa.Schema:
+    """The schema new rows of a store are written with: Lance reports a blob column as its
+    own extension type, rows arrive with the blob as plain large binary."""
+    if not is_coded(table_schema):
+        return table_schema
+    dim, frames, patches = dims(table_schema)
+    return schema(dim, frames, patches, code_bytes(table_schema)).with_metadata(
+        table_schema.metadata)
 
 
-def create(path: Path, dim: int, frames: int, patches: int) -> lance.LanceDataset:
-    table_schema = schema(dim, frames, patches)
-    return lance.write_dataset(table_schema.empty_table(), str(path), schema=table_schema)
+def is_coded(table_schema: pa.Schema) -> bool:
+    """Whether the store keeps its patches as codes plus a blob (the pq codec)."""
+    return "codes" in table_schema.names
+
+
+def code_bytes(table_schema: pa.Schema) -> int:
+    """Bytes of one patch's code (0 for an exact store)."""
+    if not is_coded(table_schema):
+        return 0
+    _, frames, patches = dims(table_schema)
+    return table_schema.field("codes").type.list_size // (frames * patches)
+
+
+def bytes_per_video(dim: int, frames: int, patches: int, codes: int = 0) -> dict[str, int]:
+    """Raw feature bytes a video costs, per part (before Lance's overhead): ``hot`` is what
+    stage 2 reads for every candidate, ``cold`` what it reads only where codes point (the pq
+    codec's exact patches; 0 for exact, whose patches are hot)."""
+    parts = {"video": 4 * dim, "frames": 2 * frames * dim, "temporal": 2 * frames * dim,
+             "mask": frames, "patches": 2 * frames * patches * dim,
+             "codes": frames * patches * codes}
+    hot = parts["video"] + parts["frames"] + parts["temporal"] + parts["mask"]
+    if codes:
+        return {**parts, "hot": hot + parts["codes"], "cold": parts["patches"]}
+    return {**parts, "hot": hot + parts["patches"], "cold": 0}
+
+
+def create(path: Path, dim: int, frames: int, patches: int, codes: int = 0,
+           mode: str = "create") -> lance.LanceDataset:
+    table_schema = schema(dim, frames, patches, codes)
+    return lance.write_dataset(table_schema.empty_table(), str(path), schema=table_schema,
+                               mode=mode)
 
 
 def open_dataset(path: Path, version: int | None = None) -> lance.LanceDataset:
@@ -88,8 +137,10 @@ def _as_numpy(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
 
 def to_table(table_schema: pa.Schema, ids: Sequence[str], uris: Sequence[str | None],
              durations: Sequence[float | None], timestamps: Sequence[Sequence[float]],
-             features: "VideoFeatures", metadata: Sequence[dict[str, Any] | None] | None) -> pa.Table:
-    """One Arrow table of whole videos, checked against the store's layout."""
+             features: "VideoFeatures", metadata: Sequence[dict[str, Any] | None] | None,
+             codec: "PQCodec | None" = None) -> pa.Table:
+    """One Arrow table of whole videos, checked against the store's layout (a pq store needs
+    the ``codec`` that encodes its patches)."""
     dim, frames, patches = dims(table_schema)
     n = len(features)
     for name, values in (("ids", ids), ("uris", uris), ("durations", durations),
@@ -135,10 +186,18 @@ def to_table(table_schema: pa.Schema, ids: Sequence[str], uris: Sequence[str | N
         "video": _fixed_list(_as_numpy(features.video, torch.float32), dim),
         "frames": _fixed_list(_as_numpy(features.frames, torch.float16), frames * dim),
         "temporal": _fixed_list(_as_numpy(features.temporal, torch.float16), frames * dim),
-        "patches": _fixed_list(_as_numpy(features.patches, torch.float16), frames * patches * dim),
         "metadata": pa.array(meta, pa.string()),
     }
-    return pa.table(columns, schema=table_schema)
+    stored = _as_numpy(features.patches, torch.float16)
+    if is_coded(table_schema):
+        if codec is None:
+            raise EercfError("this store keeps pq codes: adding to it needs its codebook")
+        codes = codec.encode(stored.reshape(-1, dim)).reshape(n, -1)
+        columns["codes"] = _fixed_list(codes, codes.shape[1])
+        columns["patches"] = pa.array([row.tobytes() for row in stored], pa.large_binary())
+    else:
+        columns["patches"] = _fixed_list(stored, frames * patches * dim)
+    return pa.table({name: columns[name] for name in table_schema.names}, schema=table_schema)
 
 
 def column_array(table: pa.Table, name: str, writable: bool = True) -> np.ndarray:
@@ -210,6 +269,44 @@ def take_features(dataset: lance.LanceDataset, offsets: Sequence[int] | np.ndarr
               .to(device) for name, shape in shapes.items()}
     mask = torch.from_numpy(column_array(table, "mask")).to(device)
     return VideoFeatures(mask=mask, **levels), Rows.from_table(table) if info else None
+
+
+def take_hot(dataset: lance.LanceDataset, offsets: Sequence[int] | np.ndarray,
+             device: torch.device | str = "cpu", info: bool = True
+             ) -> tuple["VideoFeatures", torch.Tensor, Rows | None]:
+    """Stage 2's read under pq: what :func:`take_features` reads but the patches, which come
+    as their codes ``uint8 [n, F*P, M]`` (the features' ``patches`` is an empty ``[n, F, 0,
+    D]``); the exact patches stay in the store for :func:`read_patches`."""
+    from ..model import VideoFeatures
+
+    columns = HOT_COLUMNS + INFO_COLUMNS if info else HOT_COLUMNS
+    table = dataset.take(list(map(int, offsets)), columns=list(columns))
+    dim, frames, patches = dims(dataset.schema)
+    n, device = table.num_rows, torch.device(device)
+    shapes = {"video": (n, dim), "frames": (n, frames, dim), "temporal": (n, frames, dim)}
+    levels = {name: _readonly_tensor(column_array(table, name, writable=False)).view(shape)
+              .to(device) for name, shape in shapes.items()}
+    codes = torch.from_numpy(column_array(table, "codes")).view(n, frames * patches, -1).to(device)
+    mask = torch.from_numpy(column_array(table, "mask")).to(device)
+    empty = torch.zeros(n, frames, 0, dim, dtype=torch.float16, device=device)
+    return (VideoFeatures(mask=mask, patches=empty, **levels), codes,
+            Rows.from_table(table) if info else None)
+
+
+def read_patches(dataset: lance.LanceDataset, offsets: Sequence[int], index: torch.Tensor,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """The exact fp16 patches ``[K, R, D]`` at positions ``index [K, R]`` (in ``F * P``) of
+    the rows at ``offsets`` (a pq store's cold tier: one byte-range read per patch, all in
+    one planned Lance call)."""
+    dim = dims(dataset.schema)[0]
+    width = 2 * dim
+    positions = index.cpu().numpy()
+    requests = [(int(row), int(p) * width, width)
+                for row, picked in zip(offsets, positions) for p in picked]
+    parts = dataset.read_blob_ranges("patches", requests, selector="indices")
+    data = b"".join(chunk for _, _, chunk in parts)
+    values = np.frombuffer(data, dtype=np.float16).reshape(*positions.shape, dim)
+    return _readonly_tensor(values).to(device)
 
 
 def all_ids(dataset: lance.LanceDataset) -> list[str]:

@@ -2,8 +2,11 @@
 
 Layout of the folder::
 
-    eercf-index.json     what this is: format, the model that built it, the FAISS factory
+    eercf-index.json     what this is: format, the model that built it, the FAISS factory,
+                         the codec chosen for the fine levels
     videos.lance/        the Lance dataset, one row per video (the source of truth)
+    codebook-H.safetensors  the pq codec's codebook (content-addressed, checksummed in the
+                         store's schema), when the store is coded
     stage1.json          stamp of the FAISS file: Lance version, rows, checksum
     stage1-vN.faiss      FAISS index over the video vectors of Lance version N (derived)
     writer.lock          held by the one process allowed to write at a time
@@ -31,7 +34,7 @@ import torch
 
 from .. import __version__
 from ..errors import EercfError
-from . import ann, store
+from . import ann, codecs, recode, store
 from .manifest import FORMAT, KIND, MANIFEST, ModelInfo, model_fingerprint, write_json
 
 if TYPE_CHECKING:
@@ -70,15 +73,21 @@ class VideoIndex:
         self._opened: lance.LanceDataset | None = None
         self._lock_depth = 0  # > 0 while this object holds the writer lock
         self._model: "EERCF | None" = None
+        self._codebooks: dict[tuple[str, str], codecs.PQCodec] = {}
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     def create(cls, folder: str | os.PathLike, model_info: "ModelInfo | EERCF",
-               index_factory: str = ann.EXACT, search_params: str = "") -> "VideoIndex":
+               index_factory: str = ann.EXACT, search_params: str = "",
+               codec: str = codecs.DEFAULT_CODEC) -> "VideoIndex":
         """A new, empty index in ``folder`` (which must be absent or empty). ``index_factory``
         is a FAISS factory string (default exact ``Flat``; e.g. ``IVF1024,Flat``, ``HNSW32``,
-        ``IVF1024,PQ64``) and ``search_params`` FAISS search parameters (``nprobe=16``)."""
+        ``IVF1024,PQ64``) and ``search_params`` FAISS search parameters (``nprobe=16``).
+        ``codec`` is how the fine levels will be stored (``codecs``): rows are added exact,
+        and :meth:`apply_codec` (which ``eercf index`` runs at the end) trains a ``pq``
+        codebook on the collection and re-codes the store."""
         folder = Path(folder)
+        codecs.check_codec(codec)
         info = model_info if isinstance(model_info, ModelInfo) else ModelInfo.of(model_info)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             what = "an index already" if (folder / MANIFEST).exists() else "not empty"
@@ -89,7 +98,7 @@ class VideoIndex:
         manifest = {"kind": KIND, "format": FORMAT, "eercf_version": __version__,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "model": asdict(info), "index_factory": index_factory,
-                    "search_params": search_params}
+                    "search_params": search_params, "codec": codec}
         index = cls(folder, manifest)
         index._rebuild_and_save(dataset)
         write_json(folder / MANIFEST, manifest)  # written last: its presence means complete
@@ -137,6 +146,38 @@ class VideoIndex:
     @property
     def search_params(self) -> str:
         return self._manifest.get("search_params", "")
+
+    @property
+    def codec(self) -> str:
+        """The codec chosen for the fine levels (format 1 indexes: ``exact``)."""
+        return self._manifest.get("codec", "exact")
+
+    def stored_codec(self, dataset: lance.LanceDataset | None = None) -> str:
+        """How the store holds its patches now (``exact`` until a pq codebook is trained)."""
+        return "pq" if store.is_coded((dataset or self._dataset()).schema) else "exact"
+
+    def pq_codec(self, dataset: lance.LanceDataset) -> codecs.PQCodec | None:
+        """The codebook ``dataset``'s version was written with (None for an exact store),
+        loaded once and checked against its recorded checksum."""
+        book = recode.codebook_of(dataset)
+        if book is None:
+            return None
+        cached = self._codebooks.get(book)
+        if cached is None:
+            cached = self._codebooks[book] = codecs.PQCodec.load(self.folder / book[0], book[1])
+        return cached
+
+    def stats(self) -> dict[str, Any]:
+        """Videos, codec and bytes per video of each tier: ``hot`` (what stage 2 reads for
+        every candidate), ``cold`` (read only for the patches the codes select), ``stage1``."""
+        dataset = self._dataset()
+        dim, frames, patches = store.dims(dataset.schema)
+        sizes = store.bytes_per_video(dim, frames, patches, store.code_bytes(dataset.schema))
+        videos = dataset.count_rows()
+        stage1 = ann.bytes_per_vector(self._current_stage1(dataset, persist=True), dim)
+        return {"videos": videos, "codec": self.stored_codec(dataset), "chosen_codec": self.codec,
+                "bytes_per_video": {"hot": sizes["hot"], "cold": sizes["cold"], "stage1": stage1},
+                "bytes_on_disk": self.bytes_on_disk()}
 
     def _dataset(self) -> lance.LanceDataset:
         """The latest version of the store. The opened dataset is kept while no commit
@@ -217,7 +258,8 @@ class VideoIndex:
             raise EercfError(f"video id {repeated[0]!r} appears twice in one add")
         with self._writing():
             dataset = self._dataset()
-            table = store.to_table(dataset.schema, ids, uris, durations, timestamps, features, metadata)
+            table = store.to_table(store.write_schema(dataset.schema), ids, uris, durations,
+                                   timestamps, features, metadata, self.pq_codec(dataset))
             present = set(store.all_ids(dataset)).intersection(ids)
             if present:
                 raise EercfError(f"{len(present)} video id(s) already in index {self.folder}, "
@@ -258,22 +300,50 @@ class VideoIndex:
         return present
 
     def reindex(self, index_factory: str | None = None, search_params: str | None = None,
-                keep_versions: timedelta = timedelta(hours=1)) -> None:
+                keep_versions: timedelta = timedelta(hours=1), codec: str | None = None) -> None:
         """Compact the store (dropping removed rows' data), forget versions older than
         ``keep_versions`` (searches in flight pin a recent one), and retrain the stage-1
-        index from scratch, optionally with a new FAISS factory / search parameters."""
+        index from scratch, optionally with a new FAISS factory / search parameters. With
+        ``codec``, the store is re-coded to it (``pq``: a codebook retrained on the collection)."""
         factory = self.index_factory if index_factory is None else index_factory
         params = self.search_params if search_params is None else search_params
         ann.check_factory(factory, self.model_info.embed_dim, params)
+        if codec is not None:
+            codecs.check_codec(codec)
         with self._writing():
-            if (factory, params) != (self.index_factory, self.search_params):
-                self._manifest = {**self._manifest, "index_factory": factory, "search_params": params}
+            changes = {"index_factory": factory, "search_params": params,
+                       "codec": self.codec if codec is None else codec}
+            if any(self._manifest.get(k) != v for k, v in changes.items()):
+                self._manifest = {**self._manifest, **changes}
                 write_json(self.folder / MANIFEST, self._manifest)
+            if codec is not None:
+                self.apply_codec(retrain=True)
             dataset = self._dataset()
             if dataset.count_rows():
                 dataset.optimize.compact_files()
             self._dataset().cleanup_old_versions(older_than=keep_versions)
             self._rebuild_and_save()
+
+    def apply_codec(self, retrain: bool = False) -> bool:
+        """Bring the store to the chosen codec: ``pq`` trains a codebook on a sample of the
+        collection (a new one with ``retrain``) and re-codes every row; ``exact`` decodes a
+        coded store. False (logged) when pq falls back to exact for a small collection."""
+        with self._writing():
+            dataset = self._dataset()
+            if self.codec == "exact":
+                if self.stored_codec(dataset) == "exact":
+                    return True
+                recode.rewrite(dataset, self.folder / DATASET, None, None)
+            else:
+                if self.stored_codec(dataset) == "pq" and not retrain:
+                    return True
+                codec = recode.train(dataset)
+                if codec is None:
+                    return False
+                book = codec.save(self.folder)
+                recode.rewrite(dataset, self.folder / DATASET, codec, book)
+            self._rebuild_and_save()
+            return True
 
     def _rebuild_and_save(self, dataset: lance.LanceDataset | None = None) -> None:
         self._stage1 = self._build(dataset or self._dataset())
@@ -362,4 +432,5 @@ class VideoIndex:
         topk = model.default_topk() if topk is None else int(topk)
         snap = self.snapshot()
         return two_stage(snap.dataset, snap.stage1, text, model, k=k, topk=topk,
-                         weights=weights, queries=queries, timings=timings)
+                         weights=weights, queries=queries, timings=timings,
+                         codec=self.pq_codec(snap.dataset))

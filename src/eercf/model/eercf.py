@@ -4,7 +4,7 @@ similarities and the contrastive + Pearson-constraint loss. The model also carri
 transform (``model.transform``), so every path samples a video the way it was trained."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -195,7 +195,8 @@ class EERCF(nn.Module):
         return out
 
     def rerank(self, text: torch.Tensor, candidates: VideoFeatures, k: int,
-               weights: dict[str, float] | None = None, with_weights: bool = True
+               weights: dict[str, float] | None = None, with_weights: bool = True,
+               selected: Sequence[Any] | None = None
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Stage 2, the one implementation search and ``eercf eval`` share: query ``t`` against
         its own ``k`` candidates (rows of ``candidates``, query-major, ``T * k`` of them; fine
@@ -205,7 +206,9 @@ class EERCF(nn.Module):
 
         Queries are scored one at a time: BLAS kernels round differently for different batch
         shapes, and the 0.01 softmax temperatures amplify that, so this keeps a query's scores
-        bit-identical whether it comes alone (search) or in a batch (evaluation)."""
+        bit-identical whether it comes alone (search) or in a batch (evaluation).
+        ``selected``: per query, a compact codec's view of its candidates' patches
+        (``index.codecs.SelectedPatches``), used in place of ``candidates.patches``."""
         if len(candidates) != text.shape[0] * k:
             raise ValueError(f"{len(candidates)} candidates for {text.shape[0]} queries x k={k}")
         fusion = self.fusion_weights(weights)
@@ -216,7 +219,8 @@ class EERCF(nn.Module):
             rows = slice(q * k, (q + 1) * k)
             parts.append(sim.candidate_scores(
                 text[q:q + 1], c.video[rows][None], c.frames[rows][None], c.temporal[rows][None],
-                c.patches[rows][None], c.mask[rows][None], with_weights=with_weights,
+                c.patches[rows][None] if selected is None else selected[q], c.mask[rows][None],
+                with_weights=with_weights,
                 levels=levels, **params))
         scores = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
         return sim.fuse(scores, fusion), scores

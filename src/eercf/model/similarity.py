@@ -70,7 +70,9 @@ def candidate_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tens
                      levels: Collection[str] = LEVELS) -> dict[str, torch.Tensor]:
     """Each query ``text[t]`` against its own K candidates: the video tensors carry a leading
     ``[T, K]`` (``video [T, K, D]``, ``frames [T, K, F, D]``, ``patches [T, K, F, P, D]``,
-    ``mask [T, K, F]``). Returns the ``[T, K]`` logits of ``levels``, plus the gate weights
+    ``mask [T, K, F]``; for one query, ``patches`` may instead be a codec's view with
+    ``products(text)``, ``pooled_sum(gate)`` and ``per_frame``, see ``index.codecs``).
+    Returns the ``[T, K]`` logits of ``levels``, plus the gate weights
     that say *when* (``frame_weights [T, K, F]``) and *where* (``patch_weights [T, K, F*P]``)
     the match is.
 
@@ -85,7 +87,7 @@ def candidate_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tens
     if unknown:
         raise ValueError(f"unknown levels {sorted(unknown)}")
     text = text.float()
-    n_queries, k, n_frames, n_patches, dim = patches.shape
+    n_queries, k, n_frames, dim = frames.shape
     out: dict[str, torch.Tensor] = {}
     # products and sums rather than BLAS calls over the candidates: a candidate's result then
     # depends on its row alone, where a BLAS kernel may round a row by where it falls
@@ -102,14 +104,19 @@ def candidate_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tens
         pool=lambda w: widened(temporal).mul_(w[..., None]).sum(-2),
         mix=lambda w, x: (w[..., :, None] * x).sum(-2))
     out.update(frame_weak=frame_weak, frame_strong=frame_strong)
-    flat_patches = patches.reshape(n_queries, k, n_frames * n_patches, dim)
+    if isinstance(patches, torch.Tensor):
+        n_patches = patches.shape[3]
+        flat_patches = patches.reshape(n_queries, k, n_frames * n_patches, dim)
+        b = _patch_products(flat_patches, text[:, None, :].expand(n_queries, k, dim))
+        pool = lambda w: _patch_products(flat_patches, w, transposed=True)  # noqa: E731
+    else:  # a compact codec's view (index.codecs.SelectedPatches): codes picked the few
+        n_patches = patches.per_frame
+        b, pool = patches.products(text), patches.pooled_sum
     patch_mask = mask.repeat_interleave(n_patches, dim=2)
-    b = _patch_products(flat_patches, text[:, None, :].expand(n_queries, k, dim))
     b, patch_gate = tib.patch_gate(b, patch_mask, temps)
     out["patch_weak"] = tib.weak_score(b, patch_gate, scale)
     if "patch_strong" in levels:
-        out["patch_strong"] = tib.strong_score(text, tib.pooled(
-            patch_gate, lambda w: _patch_products(flat_patches, w, transposed=True)), scale)
+        out["patch_strong"] = tib.strong_score(text, tib.pooled(patch_gate, pool), scale)
     out = {level: out[level] for level in LEVELS if level in levels}
     if with_weights:
         out["frame_weights"] = frame_gate

@@ -1,0 +1,224 @@
+"""Codecs for the fine store's patches, the bulk of an index (588 x 512 fp16 = 602 KB a video at
+ViT-B/32 shapes; everything else is 27 KB).
+
+``exact`` keeps them as fp16 in the row, read whole for every stage-2 candidate. ``pq`` splits
+them into two tiers (docs/search.md):
+
+- *hot*, read for every candidate: a product-quantisation code per patch (``M = D / 16``
+  sub-vectors of 8 bits: 32 bytes a patch at 512-d, 18.8 KB a video), beside the frame levels.
+- *cold*, read only where the codes point: the exact fp16 patches, in a Lance blob column of
+  the same row (so they commit, delete and compact with it), read by byte range.
+
+Stage 2 builds one look-up table per query, scores every candidate patch from its code, picks
+each candidate's ``rescore`` best, reads just those exactly and scores them exactly. The patch
+gate's temperature (0.01) makes ``patch_weak`` a near-max, and the gap between a video's two
+best patches (about 0.009 in cosine) is smaller than any 64 KB code's error (0.02-0.04): as the
+final score a code is not safe, as a selector it is (the exact best patch is among the 16 the
+codes pick). The unselected patches keep their code's product in the gate's softmax (capped
+at the lowest selected exact product), where they weigh little; the strong patch feature is
+pooled from the selected, exact patches.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import EercfError
+
+CODECS = ("exact", "pq")
+DEFAULT_CODEC = "pq"
+BITS = 8                      # 256 centroids per sub-quantiser: a code is one byte
+SUBVECTOR = 16                # dimensions per sub-quantiser
+RESCORE = 16                  # exact patches re-scored per candidate
+MIN_TRAIN_VECTORS = 16 * 256  # fewer: k-means of 256 centroids is not worth trusting
+TRAIN_SAMPLE = 256 * 256      # patch vectors a codebook trains on (FAISS's 256 per centroid)
+SEED = 1234
+
+
+def check_codec(name: str) -> str:
+    if name not in CODECS:
+        raise EercfError(f"unknown codec {name!r}: choose {', '.join(CODECS)}")
+    return name
+
+
+def subquantizers(dim: int) -> int:
+    """``M`` for ``dim``-d patches: 16 dimensions each (32 at 512-d, 8 at the tiny 128-d)."""
+    m = max(1, dim // SUBVECTOR)
+    while dim % m:
+        m -= 1
+    return m
+
+
+@dataclass(frozen=True)
+class PQCodec:
+    """A product quantiser for patch vectors: ``centroids [M, 256, D/M]`` (fp32), trained on a
+    sample of the collection, and the number of patches stage 2 re-scores exactly."""
+
+    centroids: np.ndarray
+    rescore: int = RESCORE
+
+    @property
+    def m(self) -> int:
+        return self.centroids.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.centroids.shape[0] * self.centroids.shape[2]
+
+    @classmethod
+    def train(cls, vectors: np.ndarray, rescore: int | None = None) -> "PQCodec":
+        """Train on ``vectors [N, D]`` (deterministic for the same vectors: FAISS k-means with a
+        fixed seed, one thread)."""
+        import faiss
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if len(vectors) < MIN_TRAIN_VECTORS:
+            raise EercfError(f"a pq codebook needs at least {MIN_TRAIN_VECTORS} patch vectors "
+                             f"to train on, got {len(vectors)}")
+        dim = vectors.shape[1]
+        pq = faiss.ProductQuantizer(dim, subquantizers(dim), BITS)
+        pq.cp.seed = SEED
+        pq.cp.max_points_per_centroid = TRAIN_SAMPLE // 256
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)  # the same codebook on any machine
+        try:
+            pq.train(vectors)
+        finally:
+            faiss.omp_set_num_threads(threads)
+        centroids = faiss.vector_to_array(pq.centroids).reshape(pq.M, pq.ksub, pq.dsub)
+        return cls(centroids.astype(np.float32), RESCORE if rescore is None else rescore)
+
+    def _quantizer(self):
+        import faiss
+
+        pq = faiss.ProductQuantizer(self.dim, self.m, BITS)
+        faiss.copy_array_to_vector(np.ascontiguousarray(self.centroids).reshape(-1), pq.centroids)
+        return pq
+
+    def encode(self, vectors: np.ndarray) -> np.ndarray:
+        """One code per vector: ``uint8 [N, M]``."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        return self._quantizer().compute_codes(vectors).reshape(len(vectors), self.m)
+
+    def table(self, query: torch.Tensor) -> torch.Tensor:
+        """The look-up table ``[M * 256]`` of one query ``[D]``: entry ``m * 256 + c`` is the
+        product of the query's m-th sub-vector with centroid ``c`` of sub-quantiser ``m``."""
+        centroids = torch.from_numpy(self.centroids).to(query.device)
+        sub = query.float().reshape(self.m, 1, -1)
+        return (centroids * sub).sum(-1).reshape(-1)
+
+    def products(self, table: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Approximate query-patch products from codes ``uint8 [..., M]``: ``[...]``."""
+        offsets = torch.arange(self.m, device=codes.device) * (1 << BITS)
+        return table[codes.long() + offsets].sum(-1)
+
+    # ------------------------------------------------------------------ files
+    def save(self, folder: Path) -> tuple[str, str]:
+        """Write the codebook into ``folder`` under a name from its content; returns (file
+        name, sha256). Written once and never changed: a retrained codebook is a new file."""
+        from safetensors.numpy import save
+
+        data = save({"centroids": np.ascontiguousarray(self.centroids)},
+                    metadata={"rescore": str(self.rescore), "bits": str(BITS)})
+        digest = hashlib.sha256(data).hexdigest()
+        name = f"codebook-{digest[:16]}.safetensors"
+        path = folder / name
+        if not path.exists():
+            tmp = path.with_name(f".{name}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return name, digest
+
+    @classmethod
+    def load(cls, path: Path, sha256: str) -> "PQCodec":
+        """The codebook at ``path``, refused unless its bytes have the recorded checksum."""
+        from safetensors.numpy import load
+
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise EercfError(f"cannot read the codebook {path}: {err}") from None
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise EercfError(f"codebook {path} does not match its checksum in the manifest "
+                             f"(damaged or replaced): rebuild with eercf index --reindex")
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+        rescore = int(header.get("__metadata__", {}).get("rescore", RESCORE))
+        return cls(load(data)["centroids"].astype(np.float32), rescore)
+
+
+def training_sample(patches: np.ndarray, mask: np.ndarray, size: int = TRAIN_SAMPLE,
+                    seed: int = SEED) -> np.ndarray:
+    """A deterministic sample of the real frames' patch vectors: ``patches [V, F, P, D]``,
+    ``mask [V, F]`` -> ``[<= size, D]`` fp32."""
+    real = patches[mask].reshape(-1, patches.shape[-1])
+    if len(real) > size:
+        pick = np.random.default_rng(seed).choice(len(real), size, replace=False)
+        real = real[np.sort(pick)]
+    return np.ascontiguousarray(real, dtype=np.float32)
+
+
+@dataclass
+class SelectedPatches:
+    """One query's view of its K candidates' patches under ``pq``: the approximate products of
+    all ``F * P`` patches (``approx [1, K, F*P]``, from codes), the positions of the selected
+    ones (``index [1, K, R]``) and their exact vectors (``exact [1, K, R, D]``, fp16)."""
+
+    approx: torch.Tensor
+    index: torch.Tensor
+    exact: torch.Tensor
+    per_frame: int
+
+    def products(self, text: torch.Tensor) -> torch.Tensor:
+        """Products with ``text [1, D]``: exact where selected; elsewhere the code's estimate,
+        capped at the candidate's lowest selected product (the codes ranked them lower, so
+        an estimate's error never makes one of them the best patch, the reported *where*)."""
+        exact = torch.stack([self.exact[0, c].float() @ text[0]
+                             for c in range(self.exact.shape[1])])[None]
+        floor = exact.min(dim=2, keepdim=True).values
+        return torch.minimum(self.approx, floor).scatter(2, self.index, exact)
+
+    def pooled_sum(self, gate: torch.Tensor) -> torch.Tensor:
+        """``sum_n gate_n p_n`` over the selected (exact) patches: ``[1, K, D]``."""
+        weights = gate.gather(2, self.index)
+        return torch.stack([weights[0, c] @ self.exact[0, c].float()
+                            for c in range(self.exact.shape[1])])[None]
+
+
+def select(codec: PQCodec, text: torch.Tensor, codes: torch.Tensor,
+           patch_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For one query ``text [D]`` and its candidates' codes ``uint8 [K, F*P, M]`` (real
+    patches in ``patch_mask [K, F*P]``): the approximate products ``[K, F*P]`` and the
+    positions ``[K, R]`` (ascending) of each candidate's ``R = codec.rescore`` best."""
+    approx = codec.products(codec.table(text), codes)
+    ranked = approx.masked_fill(~patch_mask, float("-inf"))
+    r = min(codec.rescore, approx.shape[1])
+    best = torch.topk(ranked, r, dim=1, sorted=False).indices
+    return approx, best.sort(dim=1).values
+
+
+def view(codec: PQCodec, text: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor,
+         read: Callable[[torch.Tensor], torch.Tensor]) -> SelectedPatches:
+    """Stage 2's patches for one query ``text [D]`` under pq: select from the candidates'
+    ``codes [K, F*P, M]`` (``mask [K, F]`` their real frames), then ``read(index)`` the exact
+    vectors ``[K, R, D]`` of the selected. Search reads them from the store's cold tier, ``eercf
+    eval`` from memory: the same selection and arithmetic, so both rank alike."""
+    per_frame = codes.shape[1] // mask.shape[1]
+    approx, index = select(codec, text, codes, mask.repeat_interleave(per_frame, dim=1))
+    return SelectedPatches(approx[None], index[None], read(index)[None], per_frame)
+
+
+def sample_rows(videos: int, patches_per_video: int, size: int = TRAIN_SAMPLE,
+                seed: int = SEED) -> np.ndarray:
+    """The rows (ascending) whose patches a codebook trains on: enough for twice ``size``
+    vectors, all rows of a small collection. An index and ``eercf eval`` given the same videos
+    in the same order pick the same rows, so they train the same codebook."""
+    wanted = min(videos, -(-2 * size // max(1, patches_per_video)))
+    if wanted == videos:
+        return np.arange(videos)
+    return np.sort(np.random.default_rng(seed).choice(videos, wanted, replace=False))

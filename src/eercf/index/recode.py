@@ -1,0 +1,96 @@
+"""Re-coding a feature store: train a codebook from a sample of the collection, and rewrite every
+row with its patches stored as a codec says (``eercf index --reindex --codec``). The rewrite is
+one Lance commit (an overwrite streamed in batches of rows), so a crash leaves the previous
+version whole, and searches pinned to it go on reading it."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import lance
+import numpy as np
+import pyarrow as pa
+import torch
+
+from . import codecs, store
+
+if TYPE_CHECKING:
+    from ..model import VideoFeatures
+
+log = logging.getLogger(__name__)
+
+CODEBOOK_KEY = b"eercf.codebook"         # schema metadata of a pq store: codebook file name
+CODEBOOK_SHA_KEY = b"eercf.codebook_sha256"
+BATCH_ROWS = 256
+
+
+def read_full(dataset: lance.LanceDataset, offsets: Sequence[int]
+              ) -> tuple["VideoFeatures", store.Rows]:
+    """Every feature of the rows at ``offsets`` with their exact patches (from the blob of a
+    pq store), and their information."""
+    if not store.is_coded(dataset.schema):
+        features, rows = store.take_features(dataset, offsets)
+        return features, rows
+    features, _, rows = store.take_hot(dataset, offsets)
+    dim, frames, patches = store.dims(dataset.schema)
+    size = 2 * frames * patches * dim
+    parts = dataset.read_blob_ranges("patches", [(int(o), 0, size) for o in offsets],
+                                     selector="indices")
+    data = b"".join(chunk for _, _, chunk in parts)
+    values = np.frombuffer(data, dtype=np.float16).reshape(len(offsets), frames, patches, dim)
+    features.patches = torch.from_numpy(values.copy())
+    return features, rows
+
+
+def codebook_of(dataset: lance.LanceDataset) -> tuple[str, str] | None:
+    """(file name, sha256) of the codebook a pq store was written with; None for exact."""
+    meta = dataset.schema.metadata or {}
+    if CODEBOOK_KEY not in meta:
+        return None
+    return meta[CODEBOOK_KEY].decode(), meta[CODEBOOK_SHA_KEY].decode()
+
+
+def train(dataset: lance.LanceDataset) -> codecs.PQCodec | None:
+    """A pq codebook trained on a sample of the store's patches; None (logged) when the
+    collection holds fewer patch vectors than a codebook needs."""
+    n = dataset.count_rows()
+    _, frames, patches = store.dims(dataset.schema)
+    rows = codecs.sample_rows(n, frames * patches)
+    parts, masks = [], []
+    for start in range(0, len(rows), BATCH_ROWS):
+        features, _ = read_full(dataset, rows[start:start + BATCH_ROWS])
+        parts.append(features.patches.float().numpy())
+        masks.append(features.mask.numpy())
+    if not parts:
+        return None
+    sample = codecs.training_sample(np.concatenate(parts), np.concatenate(masks))
+    if len(sample) < codecs.MIN_TRAIN_VECTORS:
+        log.warning("%d videos hold %d patch vectors; a pq codebook needs %d: the store stays "
+                    "exact (eercf index --reindex --codec pq once it has more)", n,
+                    len(sample), codecs.MIN_TRAIN_VECTORS)
+        return None
+    return codecs.PQCodec.train(sample)
+
+
+def rewrite(dataset: lance.LanceDataset, path: Path, codec: codecs.PQCodec | None,
+            codebook: tuple[str, str] | None) -> lance.LanceDataset:
+    """A new version of the store at ``path`` holding every row of ``dataset`` (in order) with
+    its patches exact (``codec`` None) or as ``codec``'s codes plus the exact blob."""
+    dim, frames, patches = store.dims(dataset.schema)
+    target = store.schema(dim, frames, patches, codec.m if codec else 0)
+    if codec is not None and codebook is not None:
+        target = target.with_metadata({**(target.metadata or {}), CODEBOOK_KEY: codebook[0].encode(),
+                                       CODEBOOK_SHA_KEY: codebook[1].encode()})
+    n = dataset.count_rows()
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for start in range(0, n, BATCH_ROWS):
+            offsets = list(range(start, min(n, start + BATCH_ROWS)))
+            features, rows = read_full(dataset, offsets)
+            table = store.to_table(target, rows.ids, rows.uris, rows.durations,
+                                   list(rows.timestamps), features, rows.metadata, codec)
+            yield from table.to_batches()
+
+    reader = pa.RecordBatchReader.from_batches(target, batches())
+    return lance.write_dataset(reader, str(path), schema=target, mode="overwrite")

@@ -1,0 +1,195 @@
+"""The fine store's codecs: a pq codebook trained from the collection selects each candidate's
+best patches for exact re-scoring, search through it equals ``eercf eval`` through it, and the
+coded store keeps every promise of the exact one (adds, removal, compaction, reopening, a
+damaged codebook refused, small collections left exact, format 1 indexes read as before)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from eercf.errors import EercfError
+from eercf.evaluation.evaluator import eval_codec, two_stage_scores
+from eercf.index import MANIFEST, VideoIndex, codecs, store
+from eercf.model import EERCF, VideoFeatures
+from eercf.model.config import get_model_config
+
+torch.set_num_threads(1)
+FRAMES, PATCHES, DIM = 12, 16, 128  # the tiny model's shapes
+
+
+@pytest.fixture(scope="module")
+def model() -> EERCF:
+    torch.manual_seed(0)
+    return EERCF(get_model_config("tiny")).eval()
+
+
+def clustered_features(n: int, seed: int, short: int = 0) -> VideoFeatures:
+    """Unit features whose patches gather around 64 shared directions, as real patch features
+    do (random unit vectors have no structure for a codebook to learn)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(64, DIM, generator=torch.Generator().manual_seed(5)), dim=-1)
+    mask = torch.ones(n, FRAMES, dtype=torch.bool)
+    mask[:short, 4:] = False
+    valid = mask[..., None].float()
+    pick = torch.randint(0, 64, (n, FRAMES, PATCHES), generator=g)
+    patches = F.normalize(centres[pick] + 0.08 * torch.randn(n, FRAMES, PATCHES, DIM, generator=g), dim=-1)
+    unit = lambda *shape: F.normalize(torch.randn(*shape, generator=g), dim=-1)  # noqa: E731
+    temporal = unit(n, FRAMES, DIM) * valid
+    return VideoFeatures(video=F.normalize(temporal.sum(1), dim=-1), frames=unit(n, FRAMES, DIM) * valid,
+                         temporal=temporal, patches=patches * valid[..., None], mask=mask)
+
+
+def add(index: VideoIndex, ids: list[str], features: VideoFeatures) -> None:
+    stamps = [[0.5 + i for i in range(int(m.sum()))] for m in features.mask]
+    index.add(ids, [f"/videos/{i}.mp4" for i in ids], [float(FRAMES)] * len(ids), stamps, features)
+
+
+def queries(n: int = 6, seed: int = 9) -> torch.Tensor:
+    """Texts that match some patches more than others (near one of the shared directions)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(64, DIM, generator=torch.Generator().manual_seed(5)), dim=-1)
+    return F.normalize(centres[torch.randint(0, 64, (n,), generator=g)]
+                       + 0.5 * torch.randn(n, DIM, generator=g), dim=-1)
+
+
+@pytest.fixture
+def coded(tmp_path, model):
+    """A pq index of 60 videos added in two commits, then re-coded, and their features."""
+    index = VideoIndex.create(tmp_path / "idx", model)
+    parts = [clustered_features(35, 1, short=4), clustered_features(25, 2)]
+    add(index, [f"a{i}" for i in range(35)], parts[0])
+    add(index, [f"b{i}" for i in range(25)], parts[1])
+    assert index.stored_codec() == "exact" and index.codec == "pq"
+    assert index.apply_codec()
+    assert index.stored_codec() == "pq"
+    return index, VideoFeatures.cat(parts)
+
+
+def test_search_through_pq_equals_eval_through_pq(coded, model):
+    index, features = coded
+    codec = eval_codec(features, "pq")
+    stored = index.pq_codec(index.snapshot().dataset)
+    np.testing.assert_array_equal(codec.centroids, stored.centroids)  # the same codebook
+    text = queries()
+    results = index.search_encoded(text, k=10, topk=10, model=model)
+    with torch.inference_mode():
+        scores, promoted = two_stage_scores(model, text, features.as_stored(), 10, codec=codec)
+    ids = index.ids()
+    for q, result in enumerate(results):
+        rescored = promoted[q].nonzero().flatten()
+        expected = rescored[torch.argsort(scores[q, rescored], descending=True)].tolist()
+        assert [h.video_id for h in result.hits] == [ids[i] for i in expected]
+        got = torch.tensor([h.score for h in result.hits])
+        torch.testing.assert_close(got, scores[q, expected], rtol=0, atol=0)  # bit-identical
+    assert set(results[0].timings) >= {"stage2_read", "stage2_read_cold"}
+
+
+def test_pq_keeps_the_exact_ranking_and_where(coded, model, tmp_path):
+    index, features = coded
+    exact = VideoIndex.create(tmp_path / "exact", model, codec="exact")
+    add(exact, index.ids(), features)
+    text = queries(20, seed=3)
+    got = index.search_encoded(text, k=5, topk=20, model=model)
+    want = exact.search_encoded(text, k=5, topk=20, model=model)
+    same_top = np.mean([g.hits[0].video_id == w.hits[0].video_id for g, w in zip(got, want)])
+    assert same_top >= 0.9
+    pairs = [(g, w) for a, b in zip(got, want) for g, w in zip(a.hits, b.hits)
+             if g.video_id == w.video_id]
+    where = np.mean([(g.where.frame, g.where.row, g.where.col) == (w.where.frame, w.where.row,
+                                                                      w.where.col) for g, w in pairs])
+    assert where >= 0.8
+    assert max(abs(g.score - w.score) for g, w in pairs) < 0.05 * model.logit_scale.item()
+
+
+def test_codes_select_each_candidates_best_patch():
+    features = clustered_features(40, 4)
+    patches = features.patches.reshape(40, -1, DIM)
+    codec = codecs.PQCodec.train(codecs.training_sample(features.patches.numpy(),
+                                                        features.mask.numpy()))
+    codes = torch.from_numpy(codec.encode(patches.reshape(-1, DIM).numpy())).view(40, -1, codec.m)
+    assert codes.dtype == torch.uint8 and codec.m == DIM // codecs.SUBVECTOR
+    real = torch.ones(40, FRAMES * PATCHES, dtype=torch.bool)
+    found = {16: [], 48: []}
+    for text in queries(10, seed=11):
+        exact = patches @ text
+        for r in found:
+            approx, picked = codecs.select(codecs.PQCodec(codec.centroids, r), text, codes, real)
+            assert picked.shape == (40, r) and (picked.diff(dim=1) > 0).all()
+            found[r] += [int(exact[c].argmax()) in picked[c].tolist() for c in range(40)]
+        assert (approx - exact).abs().mean() < 0.05  # a code's error: too coarse to rank by
+    # as a selector it is safe where patches stand apart, not among near-ties (docs/search.md)
+    assert np.mean(found[16]) >= 0.8 and np.mean(found[48]) >= 0.97
+
+
+def test_adds_removal_compaction_and_reopening_keep_the_coded_store(coded, model):
+    index, _ = coded
+    add(index, [f"c{i}" for i in range(5)], clustered_features(5, 3))  # encoded with the codebook
+    assert len(index) == 65 and index.stored_codec() == "pq"
+    index.remove(["a0", "b3"])
+    text = queries(3)
+    before = [[(h.video_id, h.score) for h in r.hits] for r in index.search_encoded(text, k=8, model=model)]
+    index.reindex()  # compaction: rows move, the codes and blobs move with them
+    again = VideoIndex.open(index.folder)
+    after = [[(h.video_id, h.score) for h in r.hits] for r in again.search_encoded(text, k=8, model=model)]
+    assert before == after and "a0" not in again.ids()
+    stats = again.stats()
+    assert stats["codec"] == "pq" and stats["videos"] == 63
+    sizes = store.bytes_per_video(DIM, FRAMES, PATCHES, codes=DIM // codecs.SUBVECTOR)
+    assert stats["bytes_per_video"]["hot"] == sizes["hot"] < sizes["cold"] == 2 * FRAMES * PATCHES * DIM
+
+
+def test_reindex_changes_the_codec_both_ways(coded, model):
+    index, _ = coded
+    text = queries(3)
+    index.reindex(codec="exact")
+    assert index.stored_codec() == "exact" and index.codec == "exact"
+    exact = [[h.video_id for h in r.hits] for r in index.search_encoded(text, k=5, model=model)]
+    index.reindex(codec="pq")
+    assert index.stored_codec() == "pq"
+    coded_hits = [[h.video_id for h in r.hits] for r in index.search_encoded(text, k=5, model=model)]
+    assert np.mean([a[0] == b[0] for a, b in zip(exact, coded_hits)]) >= 2 / 3
+
+
+def test_a_small_collection_stays_exact_saying_so(tmp_path, model, caplog):
+    index = VideoIndex.create(tmp_path / "small", model)
+    add(index, ["x", "y"], clustered_features(2, 1))
+    assert not index.apply_codec()
+    assert "a pq codebook needs" in caplog.text and index.stored_codec() == "exact"
+    assert index.search_encoded(queries(1), k=2, model=model)[0].hits
+
+
+def test_a_damaged_codebook_is_refused(coded, model):
+    index, _ = coded
+    book = next(index.folder.glob("codebook-*.safetensors"))
+    book.write_bytes(book.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(EercfError, match="does not match its checksum"):
+        VideoIndex.open(index.folder).search_encoded(queries(1), k=3, model=model)
+
+
+def test_format_1_indexes_open_and_search_as_exact(tmp_path, model):
+    index = VideoIndex.create(tmp_path / "old", model, codec="exact")
+    add(index, [f"v{i}" for i in range(6)], clustered_features(6, 1))
+    manifest = json.loads((index.folder / MANIFEST).read_text())
+    del manifest["codec"]
+    (index.folder / MANIFEST).write_text(json.dumps({**manifest, "format": 1}))
+    old = VideoIndex.open(index.folder)
+    assert old.codec == "exact" and old.stored_codec() == "exact"
+    assert len(old.search_encoded(queries(1), k=3, model=model)[0].hits) == 3
+
+
+def test_stats_from_the_command_line(coded, capsys):
+    from eercf.cli import main
+
+    index, _ = coded
+    assert main(["index", "--index", str(index.folder), "--stats", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert set(stats) == {"videos", "codec", "bytes_per_video"}
+    assert stats["codec"] == "pq" and set(stats["bytes_per_video"]) == {"hot", "cold", "stage1"}
+    assert main(["index", "--index", str(index.folder), "--stats"]) == 0
+    assert "hot" in capsys.readouterr().out
+    with pytest.raises(EercfError, match="unknown codec"):
+        VideoIndex.create(index.folder.parent / "bad", index.model_info, codec="zip")
