@@ -1,20 +1,21 @@
-"""Retrieval latency: stage 1 alone vs two-stage search (K = 50) vs all-pairs fine-grained
-scoring, at ViT-B/32 shapes (D 512, F 12, P 49) with random unit features, in one run.
+"""Retrieval latency per fine-store codec: stage 1 alone vs two-stage search (K = 50) vs
+all-pairs fine-grained scoring, at ViT-B/32 shapes (D 512, F 12, P 49) with random unit
+features, in one run.
 
-For each collection size N that fits on disk (``--store-max``) the features go through a real
-``eercf.VideoIndex`` (Lance store + FAISS), and:
+For each collection size N and each codec (``exact``: fp16 patches read whole; ``pq``: codes
+read for every candidate, exact patches read only where the codes point) the features go
+through a real ``eercf.VideoIndex`` (Lance store + FAISS; a pq index is built as a user's grows:
+the first videos exact, the codebook trained on them, the rest encoded with it), and:
 - stage 1 alone: ``q = t W_g`` and the FAISS inner-product search (top k);
-- two-stage: ``VideoIndex.search_encoded`` (stage 1 top K, then a Lance ``take`` of the K
-  candidates' features, as stored in fp16, and ``model.rerank``);
-- all-pairs: the fused score of every video, streaming the whole store through
+- two-stage: ``VideoIndex.search_encoded`` (stage 1 top K, then stage 2 through the codec),
+  with the search's own breakdown (stage-2 reads of the hot and the cold tier);
+- all-pairs: the fused score of every video, streaming the whole exact store through
   ``model.similarity`` in chunks (what a system without stage 1 must do per query).
-Larger N (patches cost ~600 KB per video, so 100k videos need ~60 GB) are measured as stage 1
-through FAISS over N random video vectors, plus the stage 2 of the largest store measured in
-the same run (stage 2 reads K rows whatever N is); they are marked ``"composed": true``.
 Queries run one at a time (median over ``--queries``) and in batches of ``--batch``
-(per-query time, median over ``--repeats``). Writes a JSON result and a PNG plot.
+(per-query time, median over ``--repeats``). Writes a JSON result and a PNG plot. Every figure
+is measured on a built index: an N whose store does not fit on disk is not run.
 
-    python benchmarks/retrieval.py --sizes 1000 10000 100000 --store-max 10000
+    python benchmarks/retrieval.py --sizes 1000 10000 --codecs exact pq
 """
 from __future__ import annotations
 
@@ -53,16 +54,22 @@ def random_features(n: int, generator: torch.Generator) -> VideoFeatures:
                          mask=torch.ones(n, FRAMES, dtype=torch.bool))
 
 
-def grow(index: VideoIndex, target: int, generator: torch.Generator, chunk: int = 250) -> float:
-    """Add random videos until the index holds ``target``; returns the seconds spent."""
+def grow(index: VideoIndex, target: int, generator: torch.Generator, chunk: int = 250,
+         codebook_after: int = 1000) -> float:
+    """Add random videos until the index holds ``target`` (a pq index trains its codebook
+    once it holds ``codebook_after``); returns the seconds spent."""
     started = time.perf_counter()
     stamps = [[0.5 + f for f in range(FRAMES)]] * chunk
     while (n := len(index)) < target:
+        if n >= min(codebook_after, target) and index.stored_codec() != index.codec:
+            index.apply_codec()
         count = min(chunk, target - n)
         ids = [f"v{n + i:07d}" for i in range(count)]
         index.add(ids, [f"/videos/{i}.mp4" for i in ids], [float(FRAMES)] * count,
                   stamps[:count], random_features(count, generator), save_stage1=False)
         print(f"  indexed {n + count}/{target}", file=sys.stderr, end="\r")
+    if index.stored_codec() != index.codec:
+        index.apply_codec()
     index.save_stage1()
     os.sync()  # searches are timed on a settled store, not against the write-back of this one
     print(file=sys.stderr)
@@ -121,15 +128,15 @@ def stage2_times(index: VideoIndex, model: EERCF, text: torch.Tensor, queries: i
                                                                  model=model)[0].timings))
             runs[-1] = {**runs[-1], "total": wall}
         out[mode] = {key: statistics.median(run[key] for run in runs) / rows
-                     for key in ("total", "stage1", "stage2", "stage2_read")}
+                     for key in ("total", "stage1", "stage2", "stage2_read", "stage2_read_cold")
+                     if key in runs[0]}
     return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
-    parser.add_argument("--store-max", type=int, default=10000,
-                        help="largest N written to a real index (disk: ~600 KB per video)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--codecs", nargs="+", default=["exact", "pq"])
     parser.add_argument("--all-pairs-max", type=int, default=10000,
                         help="largest N at which all-pairs scoring is run")
     parser.add_argument("--queries", type=int, default=20, help="single queries timed")
@@ -150,46 +157,36 @@ def main() -> int:
     model = EERCF(get_model_config("ViT-B-32")).eval()
     text = F.normalize(torch.randn(max(args.queries, args.batch), DIM, generator=generator), dim=-1)
     workdir = Path(tempfile.mkdtemp(prefix="eercf-retrieval-", dir=args.workdir))
-    index = VideoIndex.create(workdir / "index", model)
     results = []
-    stored_stage2 = None
     try:
-        for n in sorted(args.sizes):
-            row: dict = {"videos": n}
-            if n <= args.store_max:
+        for codec in args.codecs:
+            index = VideoIndex.create(workdir / codec, model, codec=codec)
+            for n in sorted(args.sizes):
+                row: dict = {"videos": n, "codec": codec}
                 row["build_seconds"] = grow(index, n, generator)
                 snap = index.snapshot()
                 row["stage1"] = per_query(lambda t: stage1_alone(model, snap.stage1, t, args.k),
                                           text, args.queries, args.batch, args.repeats)
-                stored_stage2 = stage2_times(index, model, text, args.queries, args.batch,
-                                             args.repeats, args.k, args.topk)
-                row["two_stage"] = stored_stage2
-                row["bytes_per_video_on_disk"] = index.bytes_on_disk() / n
-                if n <= args.all_pairs_max:
+                row["two_stage"] = stage2_times(index, model, text, args.queries, args.batch,
+                                                args.repeats, args.k, args.topk)
+                row["stats"] = index.stats()
+                if n <= args.all_pairs_max and codec == "exact":
                     row["all_pairs"] = per_query(lambda t: all_pairs(model, snap.dataset, t, args.k),
                                                  text, 1, args.batch, 1)
-            else:
-                vectors = F.normalize(torch.randn(n, DIM, generator=generator), dim=-1).numpy()
-                stage1 = ann.build(vectors, "Flat", "", version=0)
-                row["stage1"] = per_query(lambda t: stage1_alone(model, stage1, t, args.k),
-                                          text, args.queries, args.batch, args.repeats)
-                row["composed"] = True
-                row["two_stage"] = {
-                    mode: {"stage1": row["stage1"][mode],
-                           "stage2": stored_stage2[mode]["stage2"],
-                           "stage2_read": stored_stage2[mode]["stage2_read"],
-                           "total": row["stage1"][mode] + stored_stage2[mode]["stage2"]}
-                    for mode in ("single", "batched")}
-            for mode in ("single", "batched"):
-                s1, two = row["stage1"][mode], row["two_stage"][mode]["total"]
-                ratios = row.setdefault("ratios", {}).setdefault(mode, {})
-                ratios["two_stage_over_stage1"] = two / s1
-                if "all_pairs" in row:
-                    ratios["all_pairs_over_two_stage"] = row["all_pairs"][mode] / two
-            results.append(row)
-            print(json.dumps(row), file=sys.stderr)
+                results.append(row)
+                print(json.dumps(row), file=sys.stderr)
+            shutil.rmtree(workdir / codec, ignore_errors=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    for row in results:
+        pairs = next((r["all_pairs"] for r in results if r["videos"] == row["videos"]
+                      and "all_pairs" in r), None)
+        for mode in ("single", "batched"):
+            s1, two = row["stage1"][mode], row["two_stage"][mode]["total"]
+            ratios = row.setdefault("ratios", {}).setdefault(mode, {})
+            ratios["two_stage_over_stage1"] = two / s1
+            if pairs is not None:
+                ratios["all_pairs_over_two_stage"] = pairs[mode] / two
 
     report = {
         "command": " ".join(["python", "benchmarks/retrieval.py"] + sys.argv[1:]),
@@ -197,7 +194,8 @@ def main() -> int:
                     "torch": torch.__version__, "faiss": faiss.__version__},
         "shape": {"dim": DIM, "frames": FRAMES, "patches": PATCHES, "topk": args.topk, "k": args.k,
                   "batch": args.batch},
-        "feature_bytes_per_video": store.bytes_per_video(DIM, FRAMES, PATCHES),
+        "feature_bytes_per_video": {codec: store.bytes_per_video(
+            DIM, FRAMES, PATCHES, DIM // 16 if codec == "pq" else 0) for codec in args.codecs},
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -213,18 +211,15 @@ def plot(results: list[dict], path: Path, topk: int) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
+    colours = {"exact": "tab:green", "pq": "tab:purple"}
     for mode, style in (("single", "-"), ("batched", "--")):
-        sizes = [r["videos"] for r in results]
-        ax.plot(sizes, [1e3 * r["stage1"][mode] for r in results], style + "o", color="tab:blue",
-                label=f"stage 1 alone ({mode})")
-        ax.plot(sizes, [1e3 * r["two_stage"][mode]["total"] for r in results], style + "s",
-                color="tab:green", label=f"two-stage, K={topk} ({mode})")
-        composed = [r for r in results if r.get("composed")]
-        ax.plot([r["videos"] for r in composed],
-                [1e3 * r["two_stage"][mode]["total"] for r in composed], "s", color="white",
-                markeredgecolor="tab:green",
-                label="two-stage composed: stage 1 at N + stage 2 of the largest store"
-                if mode == "single" and composed else None)
+        first = [r for r in results if r["codec"] == results[0]["codec"]]
+        ax.plot([r["videos"] for r in first], [1e3 * r["stage1"][mode] for r in first],
+                style + "o", color="tab:blue", label=f"stage 1 alone ({mode})")
+        for codec, colour in colours.items():
+            rows = [r for r in results if r["codec"] == codec]
+            ax.plot([r["videos"] for r in rows], [1e3 * r["two_stage"][mode]["total"] for r in rows],
+                    style + "s", color=colour, label=f"two-stage {codec}, K={topk} ({mode})")
         pairs = [r for r in results if "all_pairs" in r]
         ax.plot([r["videos"] for r in pairs], [1e3 * r["all_pairs"][mode] for r in pairs],
                 style + "^", color="tab:red", label=f"all-pairs ({mode})")

@@ -83,10 +83,9 @@ def _coded_rerank(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures",
     hot = replace(videos, patches=videos.patches[:, :, :0])
     fused = torch.empty(candidates.shape, device=text.device)
     for q, rows in enumerate(candidates):
-        selected = codecs.view(codec, text[q], codes[rows], videos.mask[rows],
-                               lambda index, rows=rows: flat[rows[:, None], index])
-        fused[q] = model.rerank(text[q:q + 1], hot.index(rows), len(rows), weights,
-                                with_weights=False, selected=[selected])[0][0]
+        fused[q] = codecs.rerank(model, text[q:q + 1], hot.index(rows), codes[rows], weights,
+                                 codec, lambda positions, index, rows=rows:
+                                 flat[rows[positions][:, None], index], with_weights=False)[0][0]
     return fused
 
 

@@ -10,7 +10,8 @@ them into two tiers (docs/search.md):
   the same row (so they commit, delete and compact with it), read by byte range.
 
 Stage 2 builds one look-up table per query, scores every candidate patch from its code, picks
-each candidate's ``rescore`` best, reads just those exactly and scores them exactly. The patch
+each candidate's ``rescore`` best and scores the candidates with those patches decoded from
+their codes; the few best candidates are then scored again with those patches read exactly. The patch
 gate's temperature (0.01) makes ``patch_weak`` a near-max, and the gap between a video's two
 best patches (about 0.009 in cosine) is smaller than any 64 KB code's error (0.02-0.04): as the
 final score a code is not safe, as a selector it is (the exact best patch is among the 16 the
@@ -24,18 +25,22 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from ..errors import EercfError
 
+if TYPE_CHECKING:
+    from ..model import EERCF, VideoFeatures
+
 CODECS = ("exact", "pq")
 DEFAULT_CODEC = "pq"
 BITS = 8                      # 256 centroids per sub-quantiser: a code is one byte
 SUBVECTOR = 16                # dimensions per sub-quantiser
-RESCORE = 16                  # exact patches re-scored per candidate
+RESCORE = 16                  # patches per candidate the codes select for exact re-scoring
+EXACT_CANDIDATES = 10         # candidates (best by code) whose selected patches are read exactly
 MIN_TRAIN_VECTORS = 16 * 256  # fewer: k-means of 256 centroids is not worth trusting
 TRAIN_SAMPLE = 256 * 256      # patch vectors a codebook trains on (FAISS's 256 per centroid)
 SEED = 1234
@@ -112,6 +117,12 @@ class PQCodec:
         centroids = torch.from_numpy(self.centroids).to(query.device)
         sub = query.float().reshape(self.m, 1, -1)
         return (centroids * sub).sum(-1).reshape(-1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """The vectors codes ``uint8 [..., M]`` stand for: ``[..., D]`` fp32."""
+        centroids = torch.from_numpy(self.centroids).to(codes.device)
+        parts = centroids[torch.arange(self.m, device=codes.device), codes.long()]
+        return parts.reshape(*codes.shape[:-1], self.dim)
 
     def products(self, table: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Approximate query-patch products from codes ``uint8 [..., M]``: ``[...]``."""
@@ -202,15 +213,32 @@ def select(codec: PQCodec, text: torch.Tensor, codes: torch.Tensor,
     return approx, best.sort(dim=1).values
 
 
-def view(codec: PQCodec, text: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor,
-         read: Callable[[torch.Tensor], torch.Tensor]) -> SelectedPatches:
-    """Stage 2's patches for one query ``text [D]`` under pq: select from the candidates'
-    ``codes [K, F*P, M]`` (``mask [K, F]`` their real frames), then ``read(index)`` the exact
-    vectors ``[K, R, D]`` of the selected. Search reads them from the store's cold tier, ``eercf
-    eval`` from memory: the same selection and arithmetic, so both rank alike."""
-    per_frame = codes.shape[1] // mask.shape[1]
-    approx, index = select(codec, text, codes, mask.repeat_interleave(per_frame, dim=1))
-    return SelectedPatches(approx[None], index[None], read(index)[None], per_frame)
+def rerank(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures",
+           codes: torch.Tensor, fusion: dict[str, float], codec: PQCodec,
+           read: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+           with_weights: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stage 2 under pq for one query ``text [1, D]`` and its K ``candidates`` (hot tier:
+    frame levels, and ``codes [K, F*P, M]``), as ``model.rerank`` returns it. Each candidate's
+    ``rescore`` best patches by code are scored from their decoded codes first; the
+    ``EXACT_CANDIDATES`` best candidates by that score are then scored again with those
+    patches exact, ``read(positions, index)`` giving them ``[n, R, D]`` (search reads the
+    store's cold tier, ``eercf eval`` memory: the same arithmetic, so both rank alike)."""
+    k, frames = candidates.mask.shape
+    per_frame = codes.shape[1] // frames
+    approx, index = select(codec, text[0], codes, candidates.mask.repeat_interleave(per_frame, dim=1))
+    decoded = codec.decode(codes.gather(1, index[..., None].expand(-1, -1, codes.shape[2])))
+    rough = SelectedPatches(approx[None], index[None], decoded[None], per_frame)
+    fused, scores = model.rerank(text, candidates, k, fusion, with_weights, selected=[rough])
+    n = min(EXACT_CANDIDATES, k)
+    top = torch.topk(fused[0], n).indices.sort().values
+    sharp = SelectedPatches(approx[top][None], index[top][None], read(top, index[top])[None],
+                            per_frame)
+    exact, exact_scores = model.rerank(text, candidates.index(top), n, fusion, with_weights,
+                                       selected=[sharp])
+    fused[0, top] = exact[0]
+    for key, value in exact_scores.items():
+        scores[key][0, top] = value[0]
+    return fused, scores
 
 
 def sample_rows(videos: int, patches_per_video: int, size: int = TRAIN_SAMPLE,

@@ -170,7 +170,6 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
         found = labels[row, ranks]
         best: list[_Rescored] = []
         if len(found):
-            selected = None
             read_started = time.perf_counter()
             if codec is None:
                 cand, rows_read = store.take_features(dataset, found, model.device,
@@ -186,16 +185,19 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
             reads["hot"] += time.perf_counter() - read_started
             if rows_read is not None:
                 info.update((int(offset), (rows_read, i)) for i, offset in enumerate(found))
-            if codec is not None:
-                def cold(index: torch.Tensor, found=found) -> torch.Tensor:
-                    started_cold = time.perf_counter()
-                    exact = store.read_patches(dataset, found, index, model.device)
-                    reads["cold"] += time.perf_counter() - started_cold
-                    return exact
-                selected = [codecs.view(codec, text[row], codes, cand.mask, cold)]
             with torch.inference_mode():
-                fused, scores = model.rerank(text[row:row + 1], cand, len(found), fusion,
-                                             selected=selected)
+                if codec is None:
+                    fused, scores = model.rerank(text[row:row + 1], cand, len(found), fusion)
+                else:
+                    def cold(positions: torch.Tensor, index: torch.Tensor,
+                             found=found) -> torch.Tensor:
+                        started_cold = time.perf_counter()
+                        exact = store.read_patches(dataset, found[positions.numpy()], index,
+                                                   model.device)
+                        reads["cold"] += time.perf_counter() - started_cold
+                        return exact
+                    fused, scores = codecs.rerank(model, text[row:row + 1], cand, codes, fusion,
+                                                  codec, cold)
                 fused = fused[0].float().cpu().numpy()
             frame_weights = scores["frame_weights"][0].float().cpu().numpy()
             patch_weights = scores["patch_weights"][0].float().cpu().numpy()
