@@ -33,18 +33,24 @@ def run(cmd: list[str]) -> tuple[str, float]:
     return done.stdout, time.perf_counter() - start
 
 
-def one(work: Path, design: str, seed: int, videos: int, sets: list[str]) -> dict:
+def one(work: Path, design: str, seed: int, videos: int, sets: list[str], name: str,
+        evaluate_only: bool = False, previous: dict | None = None) -> dict:
     data = work / f"{design}-{seed}"
     if not (data / "MSRVTT_data.json").exists():
         run(EERCF + ["synth", str(data), "--videos", str(videos), "--seed", str(seed),
                      "--design", design])
-    folder = work / f"run-{design}-{seed}"
-    if folder.exists():
-        shutil.rmtree(folder)
-    summary, seconds = run(EERCF + ["train", "--data", str(data), "--dataset", "msrvtt",
-                                    "--model", "tiny", "--out", str(folder), "--no-progress",
-                                    "--json", *[a for s in sets for a in ("--set", s)]])
-    summary = json.loads(summary)
+    folder = work / f"run-{design}-{seed}" if not sets else work / f"run-{design}-{seed}-{name}"
+    if evaluate_only and (folder / "summary.json").exists():  # re-evaluate a finished run
+        summary = json.loads((folder / "summary.json").read_text())
+        seconds = (previous or {}).get("command_seconds")
+    else:
+        if folder.exists():
+            shutil.rmtree(folder)
+        summary, seconds = run(EERCF + ["train", "--data", str(data), "--dataset", "msrvtt",
+                                        "--model", "tiny", "--out", str(folder), "--no-progress",
+                                        "--json", *[a for s in sets for a in ("--set", s)]])
+        summary = json.loads(summary)
+        seconds = round(seconds, 1)
     results = {}
     for codec in ("pq", "exact"):  # pq: the default, what search does; exact: fp16 patches
         result, _ = run(EERCF + ["eval", "--checkpoint", str(folder), "--data", str(data),
@@ -52,7 +58,7 @@ def one(work: Path, design: str, seed: int, videos: int, sets: list[str]) -> dic
         results[codec] = json.loads(result)
     result = results["pq"]
     return {"design": design, "seed": seed, "sets": sets,
-            "command_seconds": round(seconds, 1), "train_seconds": round(summary["seconds"], 1),
+            "command_seconds": seconds, "train_seconds": round(summary["seconds"], 1),
             "best": summary["best"], "fitted": summary["fitted"],
             "t2v_R1": {m: round(result[m]["t2v"]["R1"], 1) for m in MODES if m in result},
             "v2t_R1": {m: round(result[m]["v2t"]["R1"], 1) for m in MODES if m in result},
@@ -71,12 +77,17 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting for every run (an ablation), repeatable")
     parser.add_argument("--name", default="designs", help="result file name (default designs)")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="re-run only the evaluations of finished runs (after a change to "
+                             "search or the codecs), keeping their training figures")
     args = parser.parse_args()
     path = RESULTS / f"{args.name}.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
     for seed in map(int, args.seeds.split(",")):
         for design in args.designs.split(","):
-            row = one(args.work, design, seed, args.videos, args.sets)
+            previous = next((r for r in rows if (r["design"], r["seed"]) == (design, seed)), None)
+            row = one(args.work, design, seed, args.videos, args.sets, args.name,
+                      args.evaluate_only, previous)
             rows = [r for r in rows if (r["design"], r["seed"]) != (design, seed)] + [row]
             rows.sort(key=lambda r: (r["design"], r["seed"]))
             print(json.dumps(row), flush=True)

@@ -86,6 +86,9 @@ def test_search_through_pq_equals_eval_through_pq(coded, model):
         got = torch.tensor([h.score for h in result.hits])
         torch.testing.assert_close(got, scores[q, expected], rtol=0, atol=0)  # bit-identical
     assert set(results[0].timings) >= {"stage2_read", "stage2_read_cold"}
+    alone = index.search_encoded(text[2:3], k=10, topk=10, model=model)[0]  # no shared reads
+    assert [(h.video_id, h.score, h.where) for h in alone.hits] == [
+        (h.video_id, h.score, h.where) for h in results[2].hits]
 
 
 def test_pq_keeps_the_exact_ranking_and_where(coded, model, tmp_path):

@@ -213,32 +213,62 @@ def select(codec: PQCodec, text: torch.Tensor, codes: torch.Tensor,
     return approx, best.sort(dim=1).values
 
 
-def rerank(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures",
-           codes: torch.Tensor, fusion: dict[str, float], codec: PQCodec,
-           read: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-           with_weights: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Stage 2 under pq for one query ``text [1, D]`` and its K ``candidates`` (hot tier:
-    frame levels, and ``codes [K, F*P, M]``), as ``model.rerank`` returns it. Each candidate's
-    ``rescore`` best patches by code are scored from their decoded codes first; the
-    ``EXACT_CANDIDATES`` best candidates by that score are then scored again with those
-    patches exact, ``read(positions, index)`` giving them ``[n, R, D]`` (search reads the
-    store's cold tier, ``eercf eval`` memory: the same arithmetic, so both rank alike)."""
+@dataclass
+class RoughPass:
+    """Stage 2 of one query under pq before any exact read: scores from decoded codes, and
+    which candidates (``top``, positions) need which patches (``index[top]``) read exactly."""
+
+    fused: torch.Tensor
+    scores: dict[str, torch.Tensor]
+    approx: torch.Tensor
+    index: torch.Tensor
+    top: torch.Tensor
+    per_frame: int
+
+
+def rough(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures", codes: torch.Tensor,
+          fusion: dict[str, float], codec: PQCodec, with_weights: bool = True) -> RoughPass:
+    """Score query ``text [1, D]`` against its K ``candidates`` (hot tier: frame levels, and
+    ``codes [K, F*P, M]``) with each candidate's ``rescore`` best patches by code decoded from
+    their codes, and pick the ``EXACT_CANDIDATES`` best candidates for the exact pass."""
     k, frames = candidates.mask.shape
     per_frame = codes.shape[1] // frames
     approx, index = select(codec, text[0], codes, candidates.mask.repeat_interleave(per_frame, dim=1))
     decoded = codec.decode(codes.gather(1, index[..., None].expand(-1, -1, codes.shape[2])))
-    rough = SelectedPatches(approx[None], index[None], decoded[None], per_frame)
-    fused, scores = model.rerank(text, candidates, k, fusion, with_weights, selected=[rough])
-    n = min(EXACT_CANDIDATES, k)
-    top = torch.topk(fused[0], n).indices.sort().values
-    sharp = SelectedPatches(approx[top][None], index[top][None], read(top, index[top])[None],
-                            per_frame)
-    exact, exact_scores = model.rerank(text, candidates.index(top), n, fusion, with_weights,
-                                       selected=[sharp])
-    fused[0, top] = exact[0]
-    for key, value in exact_scores.items():
-        scores[key][0, top] = value[0]
-    return fused, scores
+    view = SelectedPatches(approx[None], index[None], decoded[None], per_frame)
+    fused, scores = model.rerank(text, candidates, k, fusion, with_weights, selected=[view])
+    top = torch.topk(fused[0], min(EXACT_CANDIDATES, k)).indices.sort().values
+    return RoughPass(fused, scores, approx, index, top, per_frame)
+
+
+def sharpen(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures", first: RoughPass,
+            exact: torch.Tensor, fusion: dict[str, float], with_weights: bool = True
+            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Score the rough pass's ``top`` candidates again with their selected patches ``exact
+    [n, R, D]``; returns the fused score ``[1, K]`` and the level scores, as
+    ``model.rerank`` does."""
+    top = first.top
+    view = SelectedPatches(first.approx[top][None], first.index[top][None], exact[None],
+                           first.per_frame)
+    fused, scores = model.rerank(text, candidates.index(top), len(top), fusion, with_weights,
+                                 selected=[view])
+    first.fused[0, top] = fused[0]
+    for key, value in scores.items():
+        first.scores[key][0, top] = value[0]
+    return first.fused, first.scores
+
+
+def rerank(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures",
+           codes: torch.Tensor, fusion: dict[str, float], codec: PQCodec,
+           read: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+           with_weights: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stage 2 under pq for one query, as ``model.rerank`` returns it: :func:`rough`, then
+    ``read(positions, index)`` the selected patches ``[n, R, D]`` of the best candidates
+    exactly, then :func:`sharpen` (search reads the store's cold tier, ``eercf eval`` memory:
+    the same arithmetic, so both rank alike; a batch of searches reads once for all)."""
+    first = rough(model, text, candidates, codes, fusion, codec, with_weights)
+    exact = read(first.top, first.index[first.top])
+    return sharpen(model, text, candidates, first, exact, fusion, with_weights)
 
 
 def sample_rows(videos: int, patches_per_video: int, size: int = TRAIN_SAMPLE,

@@ -158,9 +158,41 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
     # fewer); a batch reads those of the videos it shows once, after scoring
     info_with_features = len(text) == 1
     info: dict[int, tuple[store.Rows, int]] = {}  # row offset -> (rows read, index in them)
-    rescored: list[list[_Rescored]] = []
+    rescored: list[list[_Rescored]] = [[] for _ in range(len(text))]
     reads = {"hot": 0.0, "cold": 0.0}
     shared: _SharedHot | None = None
+    pending: list[tuple] = []  # pq queries scored from codes, awaiting their exact patches
+
+    def finish(row: int, found: np.ndarray, ranks: np.ndarray, cand: "VideoFeatures",
+               fused: torch.Tensor, scores: dict[str, torch.Tensor]) -> None:
+        fused_np = fused[0].float().cpu().numpy()
+        frame_weights = scores["frame_weights"][0].float().cpu().numpy()
+        patch_weights = scores["patch_weights"][0].float().cpu().numpy()
+        mask = cand.mask.cpu().numpy()
+        rescored[row] = [_Rescored(int(found[j]), float(fused_np[j]), int(ranks[j]),
+                                   frame_weights[j], patch_weights[j], mask[j])
+                         for j in np.lexsort((ranks, -fused_np))[:k]]  # ties by stage 1
+
+    def read_exact() -> None:
+        """One cold-tier read for every pending query's selected patches, then their exact
+        pass (a batch of searches shares the read)."""
+        if not pending:
+            return
+        started_cold = time.perf_counter()
+        offsets = np.concatenate([found[first.top.numpy()] for _, found, _, _, first in pending])
+        index = torch.cat([first.index[first.top] for *_, first in pending])
+        exact = store.read_patches(dataset, offsets, index, model.device)
+        reads["cold"] += time.perf_counter() - started_cold
+        start = 0
+        for row, found, ranks, cand, first in pending:
+            n = len(first.top)
+            with torch.inference_mode():
+                fused, scores = codecs.sharpen(model, text[row:row + 1], cand, first,
+                                               exact[start:start + n], fusion)
+            finish(row, found, ranks, cand, fused, scores)
+            start += n
+        pending.clear()
+
     for row in range(len(text)):
         # one query at a time: its K candidates are distinct rows, read once, in storage order
         # (Lance takes sorted offsets many times faster; a candidate's scores do not depend
@@ -168,44 +200,32 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
         ranks = np.flatnonzero(labels[row, :n_cand] >= 0)
         ranks = ranks[np.argsort(labels[row, ranks], kind="stable")]
         found = labels[row, ranks]
-        best: list[_Rescored] = []
-        if len(found):
-            read_started = time.perf_counter()
+        if not len(found):
+            continue
+        read_started = time.perf_counter()
+        if codec is None:
+            cand, rows_read = store.take_features(dataset, found, model.device,
+                                                  info=info_with_features)
+        elif len(text) == 1:
+            cand, codes, rows_read = store.take_hot(dataset, found, model.device)
+        else:  # a batch reads the hot tier of its queries' candidates once
+            if shared is None or not shared.holds(found):
+                read_exact()
+                shared = _SharedHot.read(dataset, labels[row:row + SHARED_QUERIES, :n_cand],
+                                         model.device)
+            cand, codes = shared.take(found)
+            rows_read = None
+        reads["hot"] += time.perf_counter() - read_started
+        if rows_read is not None:
+            info.update((int(offset), (rows_read, i)) for i, offset in enumerate(found))
+        with torch.inference_mode():
             if codec is None:
-                cand, rows_read = store.take_features(dataset, found, model.device,
-                                                      info=info_with_features)
-            elif len(text) == 1:
-                cand, codes, rows_read = store.take_hot(dataset, found, model.device)
-            else:  # a batch reads the hot tier of its queries' candidates once
-                if shared is None or not shared.holds(found):
-                    shared = _SharedHot.read(dataset, labels[row:row + SHARED_QUERIES, :n_cand],
-                                             model.device)
-                cand, codes = shared.take(found)
-                rows_read = None
-            reads["hot"] += time.perf_counter() - read_started
-            if rows_read is not None:
-                info.update((int(offset), (rows_read, i)) for i, offset in enumerate(found))
-            with torch.inference_mode():
-                if codec is None:
-                    fused, scores = model.rerank(text[row:row + 1], cand, len(found), fusion)
-                else:
-                    def cold(positions: torch.Tensor, index: torch.Tensor,
-                             found=found) -> torch.Tensor:
-                        started_cold = time.perf_counter()
-                        exact = store.read_patches(dataset, found[positions.numpy()], index,
-                                                   model.device)
-                        reads["cold"] += time.perf_counter() - started_cold
-                        return exact
-                    fused, scores = codecs.rerank(model, text[row:row + 1], cand, codes, fusion,
-                                                  codec, cold)
-                fused = fused[0].float().cpu().numpy()
-            frame_weights = scores["frame_weights"][0].float().cpu().numpy()
-            patch_weights = scores["patch_weights"][0].float().cpu().numpy()
-            mask = cand.mask.cpu().numpy()
-            best = [_Rescored(int(found[j]), float(fused[j]), int(ranks[j]), frame_weights[j],
-                              patch_weights[j], mask[j])
-                    for j in np.lexsort((ranks, -fused))[:k]]  # best fused first, ties by stage 1
-        rescored.append(best)
+                finish(row, found, ranks, cand, *model.rerank(text[row:row + 1], cand,
+                                                              len(found), fusion))
+            else:
+                first = codecs.rough(model, text[row:row + 1], cand, codes, fusion, codec)
+                pending.append((row, found, ranks, cand, first))
+    read_exact()
 
     past_k = labels[:, n_cand:k]
     shown = {r.offset for best in rescored for r in best} | set(past_k[past_k >= 0].tolist())
