@@ -8,7 +8,7 @@ and how often pq's *where* is a co-best patch: its exact product within 0.005 of
 features hold many near-identical patches, background ones above all, among which "the" best
 cell is a tie that no code can break the same way).
 
-    python benchmarks/codec_accuracy.py --checkpoint RUN --data D [--subvector 16] [--rescore 16] [--name N]
+    python benchmarks/codec_accuracy.py --checkpoint RUN --data D [--subvector 16] [--frames-read 4] [--name N]
 
 Results: benchmarks/results/codec_accuracy.json (one row per checkpoint and setting, replaced
 on a rerun).
@@ -31,7 +31,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--subvector", type=int, default=None, help="pq dimensions per code byte")
-    parser.add_argument("--rescore", type=int, default=None, help="patches re-scored exactly")
+    parser.add_argument("--frames-read", type=int, default=None,
+                        help="frames per candidate whose patches are read exactly")
     parser.add_argument("--name", default=None, help="a label for the row (default: the data folder)")
     args = parser.parse_args()
 
@@ -42,8 +43,8 @@ def main() -> None:
 
     if args.subvector:
         codecs.SUBVECTOR = args.subvector
-    if args.rescore:
-        codecs.RESCORE = args.rescore
+    if args.frames_read:
+        codecs.FRAMES_READ = args.frames_read
     model = eercf.load_model(args.checkpoint)
     encoded = encode_records(model, load_dataset("msrvtt", args.data, "test"), progress=False)
     n = len(encoded.video_ids)
@@ -81,7 +82,7 @@ def main() -> None:
             cell = other.where.frame * per_frame + other.where.row * side + other.where.col
             near.append(bool(products.max() - products[cell] <= 0.005))
     row = {"name": args.name or args.data.name, "checkpoint": str(args.checkpoint),
-           "subvector": codecs.SUBVECTOR, "rescore": codecs.RESCORE,
+           "subvector": codecs.SUBVECTOR, "frames_read": codecs.FRAMES_READ,
            "t2v_R1": {c: round(v, 1) for c, v in r1.items()},
            "where_agrees": round(100 * float(np.mean(where)), 1),
            "where_co_best": round(100 * float(np.mean(near)), 1),
@@ -89,8 +90,8 @@ def main() -> None:
     print(json.dumps(row))
     path = RESULTS / "codec_accuracy.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
-    key = (row["name"], row["subvector"], row["rescore"])
-    rows = [r for r in rows if (r["name"], r["subvector"], r["rescore"]) != key] + [row]
+    key = (row["name"], row["subvector"], row["frames_read"])
+    rows = [r for r in rows if (r["name"], r["subvector"], r.get("frames_read")) != key] + [row]
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
 

@@ -70,7 +70,8 @@ def one(work: Path, design: str, seed: int, videos: int, sets: list[str], name: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, required=True, help="folder for data and runs")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/designs"),
+                        help="folder for data and runs (default /tmp/designs)")
     parser.add_argument("--designs", default="flash,motion,corner,mixed,overlay")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--videos", type=int, default=1000)
@@ -80,9 +81,14 @@ def main() -> None:
     parser.add_argument("--evaluate-only", action="store_true",
                         help="re-run only the evaluations of finished runs (after a change to "
                              "search or the codecs), keeping their training figures")
+    parser.add_argument("--table", action="store_true",
+                        help="print the results file as a Markdown table and stop")
     args = parser.parse_args()
     path = RESULTS / f"{args.name}.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    if args.table:
+        print(markdown(rows))
+        return
     for seed in map(int, args.seeds.split(",")):
         for design in args.designs.split(","):
             previous = next((r for r in rows if (r["design"], r["seed"]) == (design, seed)), None)
@@ -94,6 +100,32 @@ def main() -> None:
             RESULTS.mkdir(exist_ok=True)
             path.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
     plot(rows, path.with_suffix(".png"))
+
+
+def markdown(rows: list[dict]) -> str:
+    """t2v (v2t) R@1 per design and seed: stage 1, two-stage with the fitted and the paper's
+    weights (fp16 patches), all pairs, the gain over stage 1, and two-stage through the default
+    pq codec as search runs it (``benchmarks/codec_accuracy.py`` rows named DESIGN-SEED)."""
+    accuracy_file = RESULTS / "codec_accuracy.json"
+    accuracy = {(r["name"], r["subvector"], r.get("frames_read")): r for r in
+                json.loads(accuracy_file.read_text())["rows"]} if accuracy_file.exists() else {}
+    lines = ["| design, seed | stage 1 | two-stage (fitted) | two-stage (paper's) | all-pairs "
+             "| gain | search, pq codec | train s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(rows, key=lambda r: (r["design"], r["seed"])):
+        if "exact_t2v_R1" not in r:  # a row from before the codecs
+            continue
+        t, v, e = r["t2v_R1"], r["v2t_R1"], r["exact_t2v_R1"]
+        pq = accuracy.get((f"{r['design']}-{r['seed']}", 16, 4))
+        pq_cell = f"{pq['t2v_R1']['pq']:.1f} (exact {pq['t2v_R1']['exact']:.1f})" if pq else "-"
+        lines.append(
+            f"| {r['design']} {r['seed']} | {t['video']:.1f} ({v['video']:.1f}) | "
+            f"{e['two_stage']:.1f} ({v['two_stage']:.1f}) | "
+            f"{e.get('two_stage_paper', e['two_stage']):.1f} "
+            f"({v.get('two_stage_paper', v['two_stage']):.1f}) | "
+            f"{t['all_pairs']:.1f} ({v['all_pairs']:.1f}) | {e['two_stage'] - t['video']:+.1f} | "
+            f"{pq_cell} | {r['train_seconds']:.0f} |")
+    return "\n".join(lines)
 
 
 def plot(rows: list[dict], png: Path) -> None:

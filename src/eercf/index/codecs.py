@@ -10,12 +10,13 @@ them into two tiers (docs/search.md):
   the same row (so they commit, delete and compact with it), read by byte range.
 
 Stage 2 builds one look-up table per query, scores every candidate patch from its code, picks
-each candidate's ``rescore`` best and scores the candidates with those patches decoded from
-their codes; the few best candidates are then scored again with those patches read exactly. The patch
+each candidate's ``frames_read`` frames holding its best patches and scores the candidates with
+those frames' patches decoded from their codes; the few best candidates are then scored again
+with those frames' patches read exactly (one contiguous byte range a frame). The patch
 gate's temperature (0.01) makes ``patch_weak`` a near-max, and the gap between a video's two
 best patches (about 0.009 in cosine) is smaller than any 64 KB code's error (0.02-0.04): as the
-final score a code is not safe, as a selector it is (the exact best patch is among the 16 the
-codes pick). The unselected patches keep their code's product in the gate's softmax (capped
+final score a code is not safe, as a selector it is (the exact best patch lies in one of the
+few frames the codes point to). The unselected patches keep their code's product in the gate's softmax (capped
 at the lowest selected exact product), where they weigh little; the strong patch feature is
 pooled from the selected, exact patches.
 """
@@ -39,7 +40,7 @@ CODECS = ("exact", "pq")
 DEFAULT_CODEC = "pq"
 BITS = 8                      # 256 centroids per sub-quantiser: a code is one byte
 SUBVECTOR = 16                # dimensions per sub-quantiser
-RESCORE = 16                  # patches per candidate the codes select for exact re-scoring
+FRAMES_READ = 4               # frames per candidate the codes select for exact re-scoring
 EXACT_CANDIDATES = 10         # candidates (best by code) whose selected patches are read exactly
 MIN_TRAIN_VECTORS = 16 * 256  # fewer: k-means of 256 centroids is not worth trusting
 TRAIN_SAMPLE = 256 * 256      # patch vectors a codebook trains on (FAISS's 256 per centroid)
@@ -66,7 +67,7 @@ class PQCodec:
     sample of the collection, and the number of patches stage 2 re-scores exactly."""
 
     centroids: np.ndarray
-    rescore: int = RESCORE
+    frames_read: int = FRAMES_READ
 
     @property
     def m(self) -> int:
@@ -77,7 +78,7 @@ class PQCodec:
         return self.centroids.shape[0] * self.centroids.shape[2]
 
     @classmethod
-    def train(cls, vectors: np.ndarray, rescore: int | None = None) -> "PQCodec":
+    def train(cls, vectors: np.ndarray, frames_read: int | None = None) -> "PQCodec":
         """Train on ``vectors [N, D]`` (deterministic for the same vectors: FAISS k-means with a
         fixed seed, one thread)."""
         import faiss
@@ -97,7 +98,7 @@ class PQCodec:
         finally:
             faiss.omp_set_num_threads(threads)
         centroids = faiss.vector_to_array(pq.centroids).reshape(pq.M, pq.ksub, pq.dsub)
-        return cls(centroids.astype(np.float32), RESCORE if rescore is None else rescore)
+        return cls(centroids.astype(np.float32), FRAMES_READ if frames_read is None else frames_read)
 
     def _quantizer(self):
         import faiss
@@ -136,7 +137,7 @@ class PQCodec:
         from safetensors.numpy import save
 
         data = save({"centroids": np.ascontiguousarray(self.centroids)},
-                    metadata={"rescore": str(self.rescore), "bits": str(BITS)})
+                    metadata={"frames_read": str(self.frames_read), "bits": str(BITS)})
         digest = hashlib.sha256(data).hexdigest()
         name = f"codebook-{digest[:16]}.safetensors"
         path = folder / name
@@ -159,8 +160,8 @@ class PQCodec:
             raise EercfError(f"codebook {path} does not match its checksum in the manifest "
                              f"(damaged or replaced): rebuild with eercf index --reindex")
         header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
-        rescore = int(header.get("__metadata__", {}).get("rescore", RESCORE))
-        return cls(load(data)["centroids"].astype(np.float32), rescore)
+        frames_read = int(header.get("__metadata__", {}).get("frames_read", FRAMES_READ))
+        return cls(load(data)["centroids"].astype(np.float32), frames_read)
 
 
 def training_sample(patches: np.ndarray, mask: np.ndarray, size: int = TRAIN_SAMPLE,
@@ -202,15 +203,22 @@ class SelectedPatches:
 
 
 def select(codec: PQCodec, text: torch.Tensor, codes: torch.Tensor,
-           patch_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For one query ``text [D]`` and its candidates' codes ``uint8 [K, F*P, M]`` (real
-    patches in ``patch_mask [K, F*P]``): the approximate products ``[K, F*P]`` and the
-    positions ``[K, R]`` (ascending) of each candidate's ``R = codec.rescore`` best."""
+           mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For one query ``text [D]`` and its candidates' codes ``uint8 [K, F*P, M]`` (real frames
+    in ``mask [K, F]``): the approximate products ``[K, F*P]`` and, per candidate, the
+    positions (ascending) of every patch of the ``codec.frames_read`` frames whose best patch
+    scores highest by code: ``[K, G*P]``. Whole frames, because a frame's patches are one
+    contiguous range of the cold tier (a read costs per range far more than per byte), and
+    the best patch's near-equals (the same background, the same object a cell over) mostly
+    share its frame."""
     approx = codec.products(codec.table(text), codes)
-    ranked = approx.masked_fill(~patch_mask, float("-inf"))
-    r = min(codec.rescore, approx.shape[1])
-    best = torch.topk(ranked, r, dim=1, sorted=False).indices
-    return approx, best.sort(dim=1).values
+    k, frames = mask.shape
+    per_frame = approx.shape[1] // frames
+    best = approx.view(k, frames, per_frame).amax(dim=2).masked_fill(~mask, float("-inf"))
+    chosen = torch.topk(best, min(codec.frames_read, frames), dim=1, sorted=False).indices
+    chosen = chosen.sort(dim=1).values
+    offsets = torch.arange(per_frame, device=codes.device)
+    return approx, (chosen[:, :, None] * per_frame + offsets).reshape(k, -1)
 
 
 @dataclass
@@ -229,11 +237,11 @@ class RoughPass:
 def rough(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures", codes: torch.Tensor,
           fusion: dict[str, float], codec: PQCodec, with_weights: bool = True) -> RoughPass:
     """Score query ``text [1, D]`` against its K ``candidates`` (hot tier: frame levels, and
-    ``codes [K, F*P, M]``) with each candidate's ``rescore`` best patches by code decoded from
-    their codes, and pick the ``EXACT_CANDIDATES`` best candidates for the exact pass."""
+    ``codes [K, F*P, M]``) with the patches of each candidate's best frames by code decoded
+    from their codes, and pick the ``EXACT_CANDIDATES`` best candidates for the exact pass."""
     k, frames = candidates.mask.shape
     per_frame = codes.shape[1] // frames
-    approx, index = select(codec, text[0], codes, candidates.mask.repeat_interleave(per_frame, dim=1))
+    approx, index = select(codec, text[0], codes, candidates.mask)
     decoded = codec.decode(codes.gather(1, index[..., None].expand(-1, -1, codes.shape[2])))
     view = SelectedPatches(approx[None], index[None], decoded[None], per_frame)
     fused, scores = model.rerank(text, candidates, k, fusion, with_weights, selected=[view])

@@ -295,14 +295,17 @@ def take_hot(dataset: lance.LanceDataset, offsets: Sequence[int] | np.ndarray,
 
 def read_patches(dataset: lance.LanceDataset, offsets: Sequence[int], index: torch.Tensor,
                  device: torch.device | str = "cpu") -> torch.Tensor:
-    """The exact fp16 patches ``[K, R, D]`` at positions ``index [K, R]`` (in ``F * P``) of
-    the rows at ``offsets`` (a pq store's cold tier: one byte-range read per patch, all in
-    one planned Lance call)."""
+    """The exact fp16 patches ``[K, R, D]`` at positions ``index [K, R]`` (ascending, in
+    ``F * P``) of the rows at ``offsets``: a pq store's cold tier, read as one byte range per
+    run of consecutive positions (a whole frame is one), all in one planned Lance call."""
     dim = dims(dataset.schema)[0]
     width = 2 * dim
     positions = index.cpu().numpy()
-    requests = [(int(row), int(p) * width, width)
-                for row, picked in zip(offsets, positions) for p in picked]
+    requests = []
+    for row, picked in zip(offsets, positions):
+        breaks = np.flatnonzero(np.diff(picked) != 1) + 1
+        for run in np.split(picked, breaks):
+            requests.append((int(row), int(run[0]) * width, len(run) * width))
     parts = dataset.read_blob_ranges("patches", requests, selector="indices")
     data = b"".join(chunk for _, _, chunk in parts)
     values = np.frombuffer(data, dtype=np.float16).reshape(*positions.shape, dim)
