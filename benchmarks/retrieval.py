@@ -148,7 +148,11 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="where the index is built")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "retrieval.json")
     parser.add_argument("--plot", type=Path, default=HERE / "results" / "retrieval.png")
+    parser.add_argument("--table", action="store_true", help="print --out as Markdown and stop")
     args = parser.parse_args()
+    if args.table:
+        print(markdown(json.loads(args.out.read_text())))
+        return 0
 
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
@@ -203,6 +207,30 @@ def main() -> int:
     plot(results, args.plot, args.topk)
     print(f"wrote {args.out} and {args.plot}", file=sys.stderr)
     return 0
+
+
+def markdown(report: dict) -> str:
+    """The results as the Markdown table docs/benchmarks.md shows (ms per query)."""
+    lines = ["| N | codec | queries | stage 1 alone | two-stage | stage 2 | hot read | cold read "
+             "| all-pairs | two-stage / stage 1 | all-pairs / two-stage | hot / cold B per video |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in report["results"]:
+        sizes = row["stats"]["bytes_per_video"]
+        pairs = next((r["all_pairs"] for r in report["results"] if r["videos"] == row["videos"]
+                      and "all_pairs" in r), None)
+        for mode in ("single", "batched"):
+            two = row["two_stage"][mode]
+            cold = two.get("stage2_read_cold", 0.0)
+            ratios = row["ratios"][mode]
+            lines.append(
+                f"| {row['videos']:,} | {row['codec']} | {mode} | {1e3 * row['stage1'][mode]:.2f} | "
+                f"{1e3 * two['total']:.1f} | {1e3 * two['stage2']:.1f} | "
+                f"{1e3 * (two['stage2_read'] - cold):.1f} | {1e3 * cold:.1f} | "
+                + (f"{1e3 * pairs[mode]:,.0f} | " if pairs else "- | ")
+                + f"{ratios['two_stage_over_stage1']:.1f}x | "
+                + (f"{ratios['all_pairs_over_two_stage']:.0f}x | " if pairs else "- | ")
+                + f"{sizes['hot']:,} / {sizes['cold']:,} |")
+    return "\n".join(lines)
 
 
 def plot(results: list[dict], path: Path, topk: int) -> None:

@@ -64,7 +64,7 @@ def subquantizers(dim: int) -> int:
 @dataclass(frozen=True)
 class PQCodec:
     """A product quantiser for patch vectors: ``centroids [M, 256, D/M]`` (fp32), trained on a
-    sample of the collection, and the number of patches stage 2 re-scores exactly."""
+    sample of the collection, and how many frames of a candidate stage 2 reads exactly."""
 
     centroids: np.ndarray
     frames_read: int = FRAMES_READ
@@ -179,7 +179,8 @@ def training_sample(patches: np.ndarray, mask: np.ndarray, size: int = TRAIN_SAM
 class SelectedPatches:
     """One query's view of its K candidates' patches under ``pq``: the approximate products of
     all ``F * P`` patches (``approx [1, K, F*P]``, from codes), the positions of the selected
-    ones (``index [1, K, R]``) and their exact vectors (``exact [1, K, R, D]``, fp16)."""
+    ones (``index [1, K, R]``) and their vectors (``exact [1, K, R, D]``: read exactly, fp16,
+    or, in the rough pass, decoded from their codes)."""
 
     approx: torch.Tensor
     index: torch.Tensor
