@@ -89,6 +89,10 @@ def test_search_through_pq_equals_eval_through_pq(coded, model):
     alone = index.search_encoded(text[2:3], k=10, topk=10, model=model)[0]  # no shared reads
     assert [(h.video_id, h.score, h.where) for h in alone.hits] == [
         (h.video_id, h.score, h.where) for h in results[2].hits]
+    index.hot_in_memory = True  # the hot tier from memory: the same results
+    held = index.search_encoded(text, k=10, topk=10, model=model)
+    assert [[(h.video_id, h.score, h.where, h.uri) for h in r.hits] for r in held] == [
+        [(h.video_id, h.score, h.where, h.uri) for h in r.hits] for r in results]
 
 
 def test_pq_keeps_the_exact_ranking_and_where(coded, model, tmp_path):

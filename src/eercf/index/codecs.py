@@ -121,14 +121,19 @@ class PQCodec:
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """The vectors codes ``uint8 [..., M]`` stand for: ``[..., D]`` fp32."""
-        centroids = torch.from_numpy(self.centroids).to(codes.device)
-        parts = centroids[torch.arange(self.m, device=codes.device), codes.long()]
+        centroids = torch.from_numpy(self.centroids).to(codes.device).reshape(-1, self.dim // self.m)
+        offsets = torch.arange(self.m, device=codes.device, dtype=torch.int32) * (1 << BITS)
+        parts = torch.nn.functional.embedding(codes.to(torch.int32) + offsets, centroids)
         return parts.reshape(*codes.shape[:-1], self.dim)
 
     def products(self, table: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Approximate query-patch products from codes ``uint8 [..., M]``: ``[...]``."""
-        offsets = torch.arange(self.m, device=codes.device) * (1 << BITS)
-        return table[codes.long() + offsets].sum(-1)
+        # one bag of M look-ups per code: embedding_bag sums them in one pass over int32
+        # indices, 7x faster than a gather of int64 indices and a sum
+        offsets = torch.arange(self.m, device=codes.device, dtype=torch.int32) * (1 << BITS)
+        index = (codes.to(torch.int32) + offsets).reshape(-1, self.m)
+        sums = torch.nn.functional.embedding_bag(index, table[:, None], mode="sum")
+        return sums.view(codes.shape[:-1])
 
     # ------------------------------------------------------------------ files
     def save(self, folder: Path) -> tuple[str, str]:
@@ -179,28 +184,34 @@ def training_sample(patches: np.ndarray, mask: np.ndarray, size: int = TRAIN_SAM
 class SelectedPatches:
     """One query's view of its K candidates' patches under ``pq``: the approximate products of
     all ``F * P`` patches (``approx [1, K, F*P]``, from codes), the positions of the selected
-    ones (``index [1, K, R]``) and their vectors (``exact [1, K, R, D]``: read exactly, fp16,
-    or, in the rough pass, decoded from their codes)."""
+    ones (``index [1, K, R]``) and their exact vectors (``exact [1, K, R, D]``, fp16); in the
+    rough pass ``exact`` is None and ``decoded()`` gives the vectors the codes stand for, made
+    only if the strong patch level needs them."""
 
     approx: torch.Tensor
     index: torch.Tensor
-    exact: torch.Tensor
+    exact: torch.Tensor | None
     per_frame: int
+    decoded: Callable[[], torch.Tensor] | None = None
 
     def products(self, text: torch.Tensor) -> torch.Tensor:
         """Products with ``text [1, D]``: exact where selected; elsewhere the code's estimate,
         capped at the candidate's lowest selected product (the codes ranked them lower, so
-        an estimate's error never makes one of them the best patch, the reported *where*)."""
+        an estimate's error never makes one of them the best patch, the reported *where*).
+        The rough pass uses the codes' estimates throughout."""
+        if self.exact is None:
+            return self.approx
         exact = torch.stack([self.exact[0, c].float() @ text[0]
                              for c in range(self.exact.shape[1])])[None]
         floor = exact.min(dim=2, keepdim=True).values
         return torch.minimum(self.approx, floor).scatter(2, self.index, exact)
 
     def pooled_sum(self, gate: torch.Tensor) -> torch.Tensor:
-        """``sum_n gate_n p_n`` over the selected (exact) patches: ``[1, K, D]``."""
+        """``sum_n gate_n p_n`` over the selected patches: ``[1, K, D]``."""
+        vectors = self.exact if self.exact is not None else self.decoded()
         weights = gate.gather(2, self.index)
-        return torch.stack([weights[0, c] @ self.exact[0, c].float()
-                            for c in range(self.exact.shape[1])])[None]
+        return torch.stack([weights[0, c] @ vectors[0, c].float()
+                            for c in range(vectors.shape[1])])[None]
 
 
 def select(codec: PQCodec, text: torch.Tensor, codes: torch.Tensor,
@@ -243,8 +254,8 @@ def rough(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures", codes
     k, frames = candidates.mask.shape
     per_frame = codes.shape[1] // frames
     approx, index = select(codec, text[0], codes, candidates.mask)
-    decoded = codec.decode(codes.gather(1, index[..., None].expand(-1, -1, codes.shape[2])))
-    view = SelectedPatches(approx[None], index[None], decoded[None], per_frame)
+    view = SelectedPatches(approx[None], index[None], None, per_frame, lambda: codec.decode(
+        codes.gather(1, index[..., None].expand(-1, -1, codes.shape[2])))[None])
     fused, scores = model.rerank(text, candidates, k, fusion, with_weights, selected=[view])
     top = torch.topk(fused[0], min(EXACT_CANDIDATES, k)).indices.sort().values
     return RoughPass(fused, scores, approx, index, top, per_frame)

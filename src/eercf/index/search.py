@@ -128,11 +128,13 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
               model: "EERCF", *, k: int, topk: int, weights: dict[str, float] | None = None,
               queries: Sequence[str | None] | None = None,
               timings: dict[str, float] | None = None,
-              codec: "PQCodec | None" = None) -> list[SearchResult]:
+              codec: "PQCodec | None" = None,
+              hot: "store.HotTier | None" = None) -> list[SearchResult]:
     """Search the snapshot (``dataset`` pinned at ``stage1.version``) with encoded queries
     ``text [T, D]``: stage 1 top ``max(k, topk)``, stage 2 re-scores the top ``topk``; ``k``
     hits per query. A pq-coded store needs its ``codec``: stage 2 then reads the hot tier
-    (codes and frame levels) of every candidate and the exact patches the codes select."""
+    (codes and frame levels) of every candidate, from memory when ``hot`` holds it, and the
+    exact patches the codes select."""
     if k < 1 or topk < 1:
         raise EercfError(f"k and topk must be at least 1 (got k={k}, topk={topk})")
     fusion = model.fusion_weights(weights)  # checked before any work
@@ -206,6 +208,8 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
         if codec is None:
             cand, rows_read = store.take_features(dataset, found, model.device,
                                                   info=info_with_features)
+        elif hot is not None:
+            (cand, codes), rows_read = hot.take(found), None
         elif len(text) == 1:
             cand, codes, rows_read = store.take_hot(dataset, found, model.device)
         else:  # a batch reads the hot tier of its queries' candidates once

@@ -68,6 +68,8 @@ class VideoIndex:
 
     def __init__(self, folder: Path, manifest: dict[str, Any]):
         self.folder = folder
+        self.hot_in_memory = False  # set True to hold a pq store's hot tier in memory
+        self._hot: store.HotTier | None = None
         self._manifest = manifest
         self._stage1: ann.Stage1 | None = None
         self._opened: lance.LanceDataset | None = None
@@ -431,6 +433,11 @@ class VideoIndex:
                              f"got {tuple(text.shape)}")
         topk = model.default_topk() if topk is None else int(topk)
         snap = self.snapshot()
+        codec = self.pq_codec(snap.dataset)
+        hot = None
+        if self.hot_in_memory and codec is not None:
+            if self._hot is None or self._hot.version != snap.version:
+                self._hot = store.HotTier.load(snap.dataset)
+            hot = self._hot
         return two_stage(snap.dataset, snap.stage1, text, model, k=k, topk=topk,
-                         weights=weights, queries=queries, timings=timings,
-                         codec=self.pq_codec(snap.dataset))
+                         weights=weights, queries=queries, timings=timings, codec=codec, hot=hot)
