@@ -33,24 +33,19 @@ def run(cmd: list[str]) -> tuple[str, float]:
     return done.stdout, time.perf_counter() - start
 
 
-def one(work: Path, design: str, seed: int, videos: int, sets: list[str], name: str,
-        evaluate_only: bool = False, previous: dict | None = None) -> dict:
+def one(work: Path, design: str, seed: int, videos: int, sets: list[str], name: str) -> dict:
     data = work / f"{design}-{seed}"
     if not (data / "MSRVTT_data.json").exists():
         run(EERCF + ["synth", str(data), "--videos", str(videos), "--seed", str(seed),
                      "--design", design])
     folder = work / f"run-{design}-{seed}" if not sets else work / f"run-{design}-{seed}-{name}"
-    if evaluate_only and (folder / "summary.json").exists():  # re-evaluate a finished run
-        summary = json.loads((folder / "summary.json").read_text())
-        seconds = (previous or {}).get("command_seconds")
-    else:
-        if folder.exists():
-            shutil.rmtree(folder)
-        summary, seconds = run(EERCF + ["train", "--data", str(data), "--dataset", "msrvtt",
-                                        "--model", "tiny", "--out", str(folder), "--no-progress",
-                                        "--json", *[a for s in sets for a in ("--set", s)]])
-        summary = json.loads(summary)
-        seconds = round(seconds, 1)
+    if folder.exists():
+        shutil.rmtree(folder)
+    summary, seconds = run(EERCF + ["train", "--data", str(data), "--dataset", "msrvtt",
+                                    "--model", "tiny", "--out", str(folder), "--no-progress",
+                                    "--json", *[a for s in sets for a in ("--set", s)]])
+    summary = json.loads(summary)
+    seconds = round(seconds, 1)
     results = {}
     for codec in ("pq", "exact"):  # pq: the default, what search does; exact: fp16 patches
         result, _ = run(EERCF + ["eval", "--checkpoint", str(folder), "--data", str(data),
@@ -78,9 +73,6 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting for every run (an ablation), repeatable")
     parser.add_argument("--name", default="designs", help="result file name (default designs)")
-    parser.add_argument("--evaluate-only", action="store_true",
-                        help="re-run only the evaluations of finished runs (after a change to "
-                             "search or the codecs), keeping their training figures")
     parser.add_argument("--table", action="store_true",
                         help="print the results file as a Markdown table and stop")
     args = parser.parse_args()
@@ -91,9 +83,7 @@ def main() -> None:
         return
     for seed in map(int, args.seeds.split(",")):
         for design in args.designs.split(","):
-            previous = next((r for r in rows if (r["design"], r["seed"]) == (design, seed)), None)
-            row = one(args.work, design, seed, args.videos, args.sets, args.name,
-                      args.evaluate_only, previous)
+            row = one(args.work, design, seed, args.videos, args.sets, args.name)
             rows = [r for r in rows if (r["design"], r["seed"]) != (design, seed)] + [row]
             rows.sort(key=lambda r: (r["design"], r["seed"]))
             print(json.dumps(row), flush=True)

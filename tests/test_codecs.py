@@ -14,17 +14,8 @@ import torch.nn.functional as F
 from eercf.errors import EercfError
 from eercf.evaluation.evaluator import eval_codec, two_stage_scores
 from eercf.index import MANIFEST, VideoIndex, codecs, store
-from eercf.model import EERCF, VideoFeatures
-from eercf.model.config import get_model_config
-
-torch.set_num_threads(1)
-FRAMES, PATCHES, DIM = 12, 16, 128  # the tiny model's shapes
-
-
-@pytest.fixture(scope="module")
-def model() -> EERCF:
-    torch.manual_seed(0)
-    return EERCF(get_model_config("tiny")).eval()
+from eercf.model import VideoFeatures
+from test_index import DIM, FRAMES, PATCHES, model  # noqa: F401  (the tiny model fixture)
 
 
 def clustered_features(n: int, seed: int, short: int = 0) -> VideoFeatures:

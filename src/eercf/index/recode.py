@@ -34,12 +34,9 @@ def read_full(dataset: lance.LanceDataset, offsets: Sequence[int]
         return features, rows
     features, _, rows = store.take_hot(dataset, offsets)
     dim, frames, patches = store.dims(dataset.schema)
-    size = 2 * frames * patches * dim
-    parts = dataset.read_blob_ranges("patches", [(int(o), 0, size) for o in offsets],
-                                     selector="indices")
-    data = b"".join(chunk for _, _, chunk in parts)
-    values = np.frombuffer(data, dtype=np.float16).reshape(len(offsets), frames, patches, dim)
-    features.patches = torch.from_numpy(values.copy())
+    every = torch.arange(frames * patches).expand(len(offsets), -1)  # one range a row
+    exact = store.read_patches(dataset, offsets, every)
+    features.patches = exact.reshape(len(offsets), frames, patches, dim).clone()
     return features, rows
 
 
@@ -73,13 +70,15 @@ def train(dataset: lance.LanceDataset) -> codecs.PQCodec | None:
     return codecs.PQCodec.train(sample)
 
 
-def rewrite(dataset: lance.LanceDataset, path: Path, codec: codecs.PQCodec | None,
-            codebook: tuple[str, str] | None) -> lance.LanceDataset:
+def rewrite(dataset: lance.LanceDataset, path: Path, codec: codecs.PQCodec | None
+            ) -> lance.LanceDataset:
     """A new version of the store at ``path`` holding every row of ``dataset`` (in order) with
-    its patches exact (``codec`` None) or as ``codec``'s codes plus the exact blob."""
+    its patches exact (``codec`` None) or as ``codec``'s codes plus the exact blob; the
+    codebook is saved beside the store first and named in the new version's schema."""
     dim, frames, patches = store.dims(dataset.schema)
     target = store.schema(dim, frames, patches, codec.m if codec else 0)
-    if codec is not None and codebook is not None:
+    if codec is not None:
+        codebook = codec.save(path.parent)
         target = target.with_metadata({**(target.metadata or {}), CODEBOOK_KEY: codebook[0].encode(),
                                        CODEBOOK_SHA_KEY: codebook[1].encode()})
     n = dataset.count_rows()

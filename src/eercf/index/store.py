@@ -106,11 +106,10 @@ def bytes_per_video(dim: int, frames: int, patches: int, codes: int = 0) -> dict
     return {**parts, "hot": hot + parts["patches"], "cold": 0}
 
 
-def create(path: Path, dim: int, frames: int, patches: int, codes: int = 0,
-           mode: str = "create") -> lance.LanceDataset:
-    table_schema = schema(dim, frames, patches, codes)
-    return lance.write_dataset(table_schema.empty_table(), str(path), schema=table_schema,
-                               mode=mode)
+def create(path: Path, dim: int, frames: int, patches: int) -> lance.LanceDataset:
+    """An empty exact store (a pq store is made by re-coding one: ``recode``)."""
+    table_schema = schema(dim, frames, patches)
+    return lance.write_dataset(table_schema.empty_table(), str(path), schema=table_schema)
 
 
 def open_dataset(path: Path, version: int | None = None) -> lance.LanceDataset:

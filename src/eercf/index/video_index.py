@@ -335,15 +335,14 @@ class VideoIndex:
             if self.codec == "exact":
                 if self.stored_codec(dataset) == "exact":
                     return True
-                recode.rewrite(dataset, self.folder / DATASET, None, None)
+                recode.rewrite(dataset, self.folder / DATASET, None)
             else:
                 if self.stored_codec(dataset) == "pq" and not retrain:
                     return True
                 codec = recode.train(dataset)
                 if codec is None:
                     return False
-                book = codec.save(self.folder)
-                recode.rewrite(dataset, self.folder / DATASET, codec, book)
+                recode.rewrite(dataset, self.folder / DATASET, codec)
             self._rebuild_and_save()
             return True
 
