@@ -209,7 +209,7 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
             cand, rows_read = store.take_features(dataset, found, model.device,
                                                   info=info_with_features)
         elif hot is not None:
-            (cand, codes), rows_read = hot.take(found), None
+            cand, codes, rows_read = hot.take(found)
         elif len(text) == 1:
             cand, codes, rows_read = store.take_hot(dataset, found, model.device)
         else:  # a batch reads the hot tier of its queries' candidates once

@@ -235,6 +235,11 @@ class Rows:
                    metadata=[None if m is None else json.loads(m)
                              for m in table.column("metadata").to_pylist()])
 
+    def select(self, at: Sequence[int]) -> "Rows":
+        return Rows(ids=[self.ids[i] for i in at], uris=[self.uris[i] for i in at],
+                    durations=[self.durations[i] for i in at], timestamps=self.timestamps[at],
+                    metadata=[self.metadata[i] for i in at])
+
 
 def take_rows(dataset: lance.LanceDataset, offsets: Sequence[int]) -> Rows:
     """Id, uri, duration, timestamps and metadata of the rows at ``offsets``."""
@@ -295,23 +300,26 @@ def take_hot(dataset: lance.LanceDataset, offsets: Sequence[int] | np.ndarray,
 @dataclass
 class HotTier:
     """A pq store's hot tier (everything stage 2 reads for every candidate) for every row of
-    one version, held in memory: 45 KB a video at ViT-B/32, so a search reads only the cold
-    tier from the store. For long-running searchers (a service), not one-shot commands."""
+    one version, held in memory with the rows' information: 45 KB a video at ViT-B/32, so a
+    search reads only the cold tier from the store. For long-running searchers (a service),
+    not one-shot commands."""
 
     version: int
     features: "VideoFeatures"
     codes: torch.Tensor
+    rows: Rows
 
     @classmethod
     def load(cls, dataset: lance.LanceDataset) -> "HotTier":
         if not is_coded(dataset.schema):
             raise EercfError("only a pq-coded store has a hot tier to hold in memory")
-        features, codes, _ = take_hot(dataset, np.arange(dataset.count_rows()), info=False)
-        return cls(dataset.version, features, codes)
+        features, codes, rows = take_hot(dataset, np.arange(dataset.count_rows()))
+        return cls(dataset.version, features, codes, rows)
 
-    def take(self, offsets: np.ndarray) -> tuple["VideoFeatures", torch.Tensor]:
-        at = torch.from_numpy(np.asarray(offsets, dtype=np.int64))
-        return self.features.index(at), self.codes[at]
+    def take(self, offsets: np.ndarray) -> tuple["VideoFeatures", torch.Tensor, Rows]:
+        at = np.asarray(offsets, dtype=np.int64)
+        index = torch.from_numpy(at)
+        return self.features.index(index), self.codes[index], self.rows.select(at)
 
 
 def read_patches(dataset: lance.LanceDataset, offsets: Sequence[int], index: torch.Tensor,
