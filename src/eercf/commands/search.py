@@ -28,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "frame_strong, patch_weak, patch_strong "
                         "(default: the model's: fitted to held-out videos, else the paper's "
                         "0.8 frame_weak, 0.2 frame_strong, 0.2 patch_weak, 0.5 video)")
+    p.add_argument("--filter", default=None, metavar="EXPR",
+                   help="search only the videos matching a Lance filter expression over id, "
+                        "uri, duration and metadata (JSON text), e.g. \"duration > 10\" or "
+                        "\"metadata LIKE '%%cat%%'\"")
     p.add_argument("--model", default=None,
                    help="query model (default: the one recorded in the index; must match it)")
     p.add_argument("--device", default=None, help="torch device for the model (default cpu)")
@@ -48,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         model = index.model()
         if args.device is not None:
             model = model.to(args.device)
-    results = index.search(args.queries, k=args.k, topk=args.topk, model=model, weights=weights)
+    results = index.search(args.queries, k=args.k, topk=args.topk, model=model, weights=weights,
+                           filter=args.filter)
     if args.json:
         objects = [r.to_dict() for r in results]
         json.dump(objects[0] if len(objects) == 1 else objects, sys.stdout, indent=1)

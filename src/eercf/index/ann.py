@@ -14,6 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import faiss
 import numpy as np
@@ -34,9 +35,29 @@ class Stage1:
     version: int   # the Lance version whose rows it holds, in offset order
     factory: str   # the factory actually built (``Flat`` until a trained factory has data)
 
-    def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        """Inner products and row offsets ``[T, depth]``; offset -1 where fewer were found."""
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), depth)
+    def search(self, queries: np.ndarray, depth: int, allowed: np.ndarray | None = None,
+               vectors_of: Callable[[np.ndarray], np.ndarray] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Inner products and row offsets ``[T, depth]``; offset -1 where fewer were found.
+        With ``allowed`` (row offsets, ascending) only those rows are searched, exactly, so
+        ``depth`` of them come back whenever that many are allowed: an exact index skips the
+        others with an ID selector; an approximate one (whose probed lists or graph walk could
+        hold too few of them) scores ``vectors_of(allowed)`` by brute force."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if allowed is None:
+            return self.index.search(queries, depth)
+        allowed = np.ascontiguousarray(allowed, dtype=np.int64)
+        if self.factory == EXACT or vectors_of is None:
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            return self.index.search(queries, depth, params=params)
+        inner = queries @ np.ascontiguousarray(vectors_of(allowed), dtype=np.float32).T
+        found = min(depth, len(allowed))
+        top = np.argsort(-inner, axis=1, kind="stable")[:, :found]
+        scores = np.full((len(queries), depth), -np.inf, dtype=np.float32)
+        labels = np.full((len(queries), depth), -1, dtype=np.int64)
+        scores[:, :found] = np.take_along_axis(inner, top, axis=1)
+        labels[:, :found] = allowed[top]
+        return scores, labels
 
 
 def check_factory(factory: str, dim: int, params: str = "") -> None:

@@ -129,18 +129,20 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
               queries: Sequence[str | None] | None = None,
               timings: dict[str, float] | None = None,
               codec: "PQCodec | None" = None,
-              hot: "store.HotTier | None" = None) -> list[SearchResult]:
+              hot: "store.HotTier | None" = None,
+              allowed: np.ndarray | None = None) -> list[SearchResult]:
     """Search the snapshot (``dataset`` pinned at ``stage1.version``) with encoded queries
     ``text [T, D]``: stage 1 top ``max(k, topk)``, stage 2 re-scores the top ``topk``; ``k``
     hits per query. A pq-coded store needs its ``codec``: stage 2 then reads the hot tier
     (codes and frame levels) of every candidate, from memory when ``hot`` holds it, and the
-    exact patches the codes select."""
+    exact patches the codes select. With ``allowed`` (row offsets, ascending: the rows a
+    filter matched) both stages consider only those rows."""
     if k < 1 or topk < 1:
         raise EercfError(f"k and topk must be at least 1 (got k={k}, topk={topk})")
     fusion = model.fusion_weights(weights)  # checked before any work
     timings = dict(timings or {})
     queries = list(queries) if queries is not None else [None] * len(text)
-    rows = int(stage1.index.ntotal)
+    rows = int(stage1.index.ntotal) if allowed is None else len(allowed)
     if rows == 0 or len(text) == 0:
         return [SearchResult(q, [], {**timings, "stage1": 0.0, "stage2": 0.0}, stage1.version)
                 for q in queries]
@@ -150,7 +152,9 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
     with torch.inference_mode():
         query_vectors = model.stage1_query(text).cpu().numpy()
         scale = float(model.logit_scale)
-    inner, labels = stage1.search(query_vectors, min(max(k, topk), rows))
+    inner, labels = stage1.search(query_vectors, min(max(k, topk), rows), allowed,
+                                  lambda offsets: store.column_array(dataset.take(
+                                      offsets.tolist(), columns=["video"]), "video"))
     timings["stage1"] = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -341,6 +341,17 @@ def read_patches(dataset: lance.LanceDataset, offsets: Sequence[int], index: tor
     return _readonly_tensor(values).to(device)
 
 
+def matching_offsets(dataset: lance.LanceDataset, expression: str) -> np.ndarray:
+    """Row offsets (ascending) of the rows matching a Lance filter ``expression`` (SQL over
+    ``id``, ``uri``, ``duration`` and ``metadata``, the JSON text of each video's metadata)."""
+    try:
+        table = dataset.to_table(columns=["_rowoffset"], filter=expression, scan_in_order=True)
+    except Exception as err:  # Lance raises ValueError / IOError / its own errors for a bad filter
+        reason = str(err).split(", /")[0].splitlines()[0][:300]
+        raise EercfError(f"invalid filter {expression!r}: {reason}") from None
+    return np.sort(table.column("_rowoffset").to_numpy().astype(np.int64))
+
+
 def all_ids(dataset: lance.LanceDataset) -> list[str]:
     return dataset.to_table(columns=["id"], scan_in_order=True).column("id").to_pylist()
 

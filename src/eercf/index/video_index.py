@@ -402,11 +402,13 @@ class VideoIndex:
         return self._model
 
     def search(self, texts: str | Sequence[str], k: int = 10, topk: int | None = None,
-               model: "EERCF | None" = None, weights: dict[str, float] | None = None
-               ) -> list["SearchResult"]:
+               model: "EERCF | None" = None, weights: dict[str, float] | None = None,
+               filter: str | None = None) -> list["SearchResult"]:
         """Search by text: one :class:`~eercf.search.SearchResult` per query, ``k`` hits each,
         the top ``topk`` of stage 1 (default: the model's: fitted, else 50) re-scored by stage 2
-        with the fusion ``weights`` (default: the model's: fitted, else the paper's). ``model`` defaults to the one recorded."""
+        with the fusion ``weights`` (default: the model's: fitted, else the paper's), among
+        the videos matching ``filter`` (a Lance filter expression, e.g. ``duration > 10``)
+        when given. ``model`` defaults to the one recorded."""
         from ..model.encode import encode_texts
 
         texts = [texts] if isinstance(texts, str) else list(texts)
@@ -416,13 +418,15 @@ class VideoIndex:
         text = encode_texts(model, texts, progress=False)
         encode_seconds = time.perf_counter() - started
         return self.search_encoded(text, k, topk, model, weights, queries=texts,
-                                   timings={"encode_text": encode_seconds})
+                                   timings={"encode_text": encode_seconds}, filter=filter)
 
     def search_encoded(self, text: torch.Tensor, k: int = 10, topk: int | None = None,
                        model: "EERCF | None" = None, weights: dict[str, float] | None = None,
                        queries: Sequence[str | None] | None = None,
-                       timings: dict[str, float] | None = None) -> list["SearchResult"]:
-        """:meth:`search` for already encoded texts ``[T, D]`` (``model.encode_text``)."""
+                       timings: dict[str, float] | None = None, filter: str | None = None,
+                       snapshot: Snapshot | None = None) -> list["SearchResult"]:
+        """:meth:`search` for already encoded texts ``[T, D]`` (``model.encode_text``), in
+        ``snapshot`` (default: the latest version)."""
         from .search import two_stage
 
         model = self.model() if model is None else model
@@ -431,12 +435,14 @@ class VideoIndex:
             raise EercfError(f"query features must be [queries, {self.model_info.embed_dim}], "
                              f"got {tuple(text.shape)}")
         topk = model.default_topk() if topk is None else int(topk)
-        snap = self.snapshot()
+        snap = self.snapshot() if snapshot is None else snapshot
         codec = self.pq_codec(snap.dataset)
         hot = None
         if self.hot_in_memory and codec is not None:
             if self._hot is None or self._hot.version != snap.version:
                 self._hot = store.HotTier.load(snap.dataset)
             hot = self._hot
+        allowed = None if filter is None else store.matching_offsets(snap.dataset, filter)
         return two_stage(snap.dataset, snap.stage1, text, model, k=k, topk=topk,
-                         weights=weights, queries=queries, timings=timings, codec=codec, hot=hot)
+                         weights=weights, queries=queries, timings=timings, codec=codec, hot=hot,
+                         allowed=allowed)
