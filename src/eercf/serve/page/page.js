@@ -8,6 +8,7 @@ let index = { model: { resize: "crop", patches: 49 } };
 let window_ = null;          // the moment the player plays: {start, end}
 let opener = null;           // the card that opened the player (focus returns to it)
 let searchId = 0;
+const placers = [];          // re-place the patch outlines when the layout changes
 
 function seconds(t) {
   if (t === null || t === undefined) return "?";
@@ -64,23 +65,24 @@ function card(hit, rank) {
   const moment = hit.moment || {};
   const at = moment.time ?? 0;
   button.setAttribute("aria-label", `${rank}. ${hit.video_id}, matched at ${seconds(at)}`);
+  // the thumbnail shows the frame whose patch matched, with that patch outlined; the label
+  // gives the matched moment (the frames the strong gate weighs most)
+  const shotAt = hit.where && hit.where.time !== null ? hit.where.time : at;
   const frame = document.createElement("div");
   frame.className = "frame";
   const img = document.createElement("img");
-  img.alt = `${hit.video_id} at ${seconds(at)}`;
+  img.alt = `${hit.video_id} at ${seconds(shotAt)}`;
   img.loading = "lazy";
-  img.src = `${hit.links.thumbnail}&w=480`;
+  img.src = `${hit.links.video}/thumbnail?t=${shotAt.toFixed(3)}&w=480`;
   frame.append(img);
   if (hit.where) {
     const cell = document.createElement("div");
     cell.className = "cell";
     cell.hidden = true;
-    const sameFrame = hit.where.time !== null && Math.abs(hit.where.time - at) < 1e-3;
-    if (!sameFrame) {
-      cell.classList.add("other-frame");
-      cell.title = `the matched patch is in the frame at ${seconds(hit.where.time)}`;
-    }
-    img.addEventListener("load", () => placeCell(img, cell, hit.where));
+    cell.title = `matched patch: row ${hit.where.row + 1}, column ${hit.where.col + 1} at ${seconds(shotAt)}`;
+    const place = () => placeCell(img, cell, hit.where);
+    placers.push(place);
+    img.addEventListener("load", place);
     frame.append(cell);
   }
   img.addEventListener("error", () => { img.alt = "no thumbnail"; });
@@ -116,6 +118,7 @@ async function search(query, push) {
   const mine = ++searchId;
   query = query.trim();
   list.replaceChildren();
+  placers.length = 0;
   if (!query) { say("Type what you are looking for."); return; }
   if (push) history.pushState({ q: query }, "", `?q=${encodeURIComponent(query)}`);
   document.title = `${query} – eercf`;
@@ -217,6 +220,7 @@ document.addEventListener("keydown", (e) => {
   }
 });
 
+window.addEventListener("resize", () => placers.forEach((place) => place()));
 form.addEventListener("submit", (e) => { e.preventDefault(); search(input.value, true); });
 window.addEventListener("popstate", () => {
   const q = new URLSearchParams(location.search).get("q") || "";
