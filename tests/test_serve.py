@@ -284,3 +284,25 @@ def test_pq_index_served_from_its_hot_tier_equals_the_library(tmp_path):
         assert [h["video_id"] for h in result["hits"]] == [h.video_id for h in want.hits]
         assert [h["score"] for h in result["hits"]] == pytest.approx([h.score for h in want.hits])
         assert [h["where"]["row"] for h in result["hits"]] == [h.where.row for h in want.hits]
+
+
+@pytest.mark.parametrize("header", ["bytes=999999999-", "bytes=abc", "bytes=50-10", "items=0-5"])
+def test_bad_ranges_get_json_errors_or_the_whole_file(client, header):
+    response = client.get("/api/videos/red/media", headers={"Range": header})
+    if response.status_code == 200:  # an unknown unit may be ignored (RFC 9110 14.2)
+        assert len(response.content) > 1000
+    else:
+        assert response.status_code in (400, 416), response.text
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["status"] == response.status_code
+
+
+def test_serve_command_errors_are_one_line(library, tmp_path, capsys):
+    assert main(["serve", str(library / "index"), "--token-file", str(tmp_path / "none")]) == 2
+    assert "cannot read --token-file" in capsys.readouterr().err
+    (tmp_path / "short").write_text("abc")
+    assert main(["serve", str(library / "index"), "--token-file", str(tmp_path / "short")]) == 2
+    assert "too short" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["serve", str(library / "index"), "--media-root", str(tmp_path / "x")]) == 2

@@ -21,7 +21,7 @@ from .. import __version__
 from ..errors import EercfError
 from .guard import BodyLimit, install_error_handlers
 from .jobs import Item, Writer, clear_partial
-from .media import MediaError, Thumbnails, inside, local_file
+from .media import MediaError, MediaFile, Thumbnails, inside, local_file
 from .searcher import Searcher
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ def create_app(index: str | Path, *, token: str | None = None,
         if path.is_dir():
             raise HTTPException(415, f"video {video_id!r} is a folder of frames, not a "
                                      "playable file")
-        return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+        return MediaFile(path, headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/api/videos/{video_id:path}/thumbnail", summary="A JPEG of the frame at t seconds")
     def thumbnail(video_id: str, t: float = Query(0.0, ge=0.0, le=1e7),

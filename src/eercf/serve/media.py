@@ -6,12 +6,15 @@ inside one of them."""
 from __future__ import annotations
 
 import io
+import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+from starlette.responses import FileResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from ..data.sources import URL_SCHEMES
 from ..data.video import folder_images
@@ -51,6 +54,35 @@ def local_file(uri: str | None, video_id: str, roots: Sequence[Path]) -> Path:
     if not path.exists():
         raise MediaError(404, f"the media of video {video_id!r} is missing on the server")
     return path
+
+
+class MediaFile(FileResponse):
+    """A file with HTTP Range (Starlette's), whose range errors (400 for a malformed header,
+    416 for one past the end) come back as the service's JSON errors, not plain text."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        failed: dict[str, Any] = {}
+
+        async def send_json_errors(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (400, 416):
+                failed["start"] = message
+                return
+            if failed and message["type"] == "http.response.body":
+                start = failed["start"]
+                status = start["status"]
+                text = "the Range header is malformed" if status == 400 else \
+                    "the requested range lies outside the file"
+                body = json.dumps({"error": text, "status": status}).encode()
+                headers = [(k, v) for k, v in start["headers"]
+                           if k.lower() not in (b"content-type", b"content-length")]
+                headers += [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]
+                await send({**start, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(message)
+
+        await super().__call__(scope, receive, send_json_errors)
 
 
 class Thumbnails:

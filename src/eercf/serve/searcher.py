@@ -2,8 +2,12 @@
 
 One worker thread runs every search (torch and FAISS are fastest with the whole CPU to one
 batch, and a batch shares its text encoding, its stage-1 search and its reads). Requests that
-arrive while a batch runs wait in a queue and run together in the next one: no timer, so a
-lone request never waits for company. A refresher thread watches the store's version; when a
+arrive while a batch runs wait in a queue and run together in the next one. A lone request
+never waits for company; under load (the last batch held several requests) the worker waits
+up to ``GATHER_SECONDS`` for the clients its last batch answered, whose next requests are on
+their way, so batches stay whole instead of splitting in two halves that each pay for a text
+encoding (the text tower reads all its weights per pass). Encoded queries are kept (the last
+``TEXT_CACHE``), so a repeated query skips the text tower. A refresher thread watches the store's version; when a
 writer commits, it loads the new snapshot (and a pq store's hot tier) beside the old one and
 swaps them in one assignment, so a batch sees one consistent snapshot and never waits for a
 reload.
@@ -17,7 +21,7 @@ import queue
 import statistics
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64          # queries one batch takes from the queue
+GATHER_SECONDS = 0.004  # how long a batch under load waits for more requests
+TEXT_CACHE = 4096       # encoded queries kept
 REFRESH_SECONDS = 0.5   # how often the refresher looks for a new store version
 
 
@@ -108,6 +114,7 @@ class Searcher:
         self._latency: deque[float] = deque(maxlen=2000)
         self._batch_sizes: deque[int] = deque(maxlen=2000)
         self.searches = 0
+        self._texts: "OrderedDict[str, Any]" = OrderedDict()  # query -> features (worker only)
         self._state = self._load()  # fails loudly at start-up: nothing to serve without it
         self._threads = [threading.Thread(target=self._work, name="eercf-search", daemon=True),
                          threading.Thread(target=self._refresh, name="eercf-refresh", daemon=True)]
@@ -160,14 +167,16 @@ class Searcher:
         self._queue.put(request)
         return await request.future
 
-    def _take_batch(self) -> list[Request]:
+    def _take_batch(self, gather: float) -> list[Request]:
         first = self._queue.get()
         if first is None:
             return []
         batch, count = [first], len(first.queries)
+        deadline = time.perf_counter() + gather
         while count < MAX_BATCH:
             try:
-                nxt = self._queue.get_nowait()
+                wait = deadline - time.perf_counter()
+                nxt = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if nxt is None:
@@ -182,16 +191,17 @@ class Searcher:
 
         from ..model.encode import encode_texts
 
+        last_requests = 0
         while not self._stop.is_set():
-            batch = self._take_batch()
+            batch = self._take_batch(GATHER_SECONDS if last_requests > 1 else 0.0)
             if not batch:
                 return
+            last_requests = len(batch)
             try:
                 state = self.state()
                 texts = [q for request in batch for q in request.queries]
                 started = time.perf_counter()
-                with torch.inference_mode():
-                    encoded = encode_texts(self.model, texts, progress=False)
+                encoded = self._encode(texts, encode_texts, torch)
                 encode_seconds = time.perf_counter() - started
             except BaseException as err:  # noqa: BLE001 - every request hears why
                 for request in batch:
@@ -204,6 +214,20 @@ class Searcher:
                 start += len(request.queries)
             for members in groups.values():
                 self._run_group(state, encoded, members, encode_seconds)
+
+    def _encode(self, texts: list[str], encode_texts, torch):
+        """Query features ``[T, D]``, from the cache where a text was encoded before."""
+        todo = sorted({t for t in texts if t not in self._texts})
+        if todo:
+            with torch.inference_mode():
+                fresh = encode_texts(self.model, todo, progress=False)
+            for text, vector in zip(todo, fresh):
+                self._texts[text] = vector
+        for text in texts:
+            self._texts.move_to_end(text)
+        while len(self._texts) > TEXT_CACHE:
+            self._texts.popitem(last=False)
+        return torch.stack([self._texts[t] for t in texts])
 
     def _run_group(self, state: State, encoded, members: list[tuple[Request, int]],
                    encode_seconds: float) -> None:
