@@ -21,7 +21,7 @@ ALLOWED = {
     "evaluation": {"errors", "model", "data", "index"},  # two-stage scores as an index does
     "index": {"errors", "model", "weights", "data"},
     "train": {"errors", "paths", "model", "weights", "data", "evaluation"},
-    "serve": {"errors", "model", "data", "index", "__init__"},  # __init__: __version__
+    "serve": {"errors", "paths", "model", "data", "index", "__init__"},  # __init__: __version__
     "commands": {"errors", "paths", "model", "weights", "data", "synthetic", "evaluation",
                  "index", "train", "serve"},
     "cli": {"errors", "commands"},

@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "cannot be decoded are reported at the end and skipped.")
     p.add_argument("source", metavar="SOURCE", nargs="?",
                    help="folder of videos, list file, or dataset root (with --dataset)")
-    p.add_argument("--index", required=True, metavar="DIR", help="index folder")
+    p.add_argument("--index", required=True, metavar="DIR",
+                   help="index folder, or s3://bucket/prefix (storage options from AWS_* and "
+                        "EERCF_STORAGE_OPTIONS; docs/search.md)")
     p.add_argument("--model", help="model: a checkpoint folder or file, a training run folder, "
                                    "or a downloaded model's name (required to create an index; "
                                    "default: the index's)")
@@ -124,6 +126,7 @@ def _maintain(args: argparse.Namespace) -> dict[str, Any]:
 def _add(args: argparse.Namespace) -> dict[str, Any]:
     from ..index import MANIFEST, ModelInfo, VideoIndex
     from ..index.ingest import ingest
+    from ..index.location import Location
     from ..weights import load_model
 
     if not args.source:
@@ -133,9 +136,9 @@ def _add(args: argparse.Namespace) -> dict[str, Any]:
     if args.frames is not None and args.frames < 1:
         raise EercfError(f"--frames must be at least 1, got {args.frames}")
     records = _records(args)
-    folder = Path(args.index)
+    folder = Location.of(args.index)
     changes = {"frames": args.frames, "fps": args.fps, "precision": args.precision}
-    if (folder / MANIFEST).exists():
+    if folder.exists(MANIFEST):
         index = VideoIndex.open(folder)
         model = load_model(args.model) if args.model else index.model()
         recorded = index.model_info.video_transform(model)

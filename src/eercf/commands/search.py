@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "videos by the video-level score through FAISS; stage 2 re-scores only "
                     "those with the frame- and patch-level scores. Each hit reports the moment "
                     "(seconds) and the patch-grid cell that matched.")
-    p.add_argument("index", metavar="DIR", help="index folder")
+    p.add_argument("index", metavar="DIR", help="index folder, or s3://bucket/prefix")
     p.add_argument("queries", metavar="QUERY", nargs="+", help="text queries (searched as one batch)")
     p.add_argument("-k", type=int, default=10, help="hits per query (default 10)")
     p.add_argument("--topk", type=int, default=None,

@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "they arrive, video files with HTTP Range, thumbnails, add/remove jobs with "
                     "a token) and a search page at /. API docs at /docs. Binds to 127.0.0.1 "
                     "unless told otherwise. See docs/service.md.")
-    p.add_argument("index", metavar="DIR", help="index folder")
+    p.add_argument("index", metavar="DIR", help="index folder, or s3://bucket/prefix")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--token-file", type=Path, default=None,

@@ -20,6 +20,7 @@ import faiss
 import numpy as np
 
 from ..errors import EercfError
+from .location import Location
 
 log = logging.getLogger(__name__)
 
@@ -118,46 +119,51 @@ def bytes_per_vector(stage1: Stage1, dim: int) -> int:
     return round(len(faiss.serialize_index(stage1.index)) / stage1.index.ntotal)
 
 
-def save(folder: Path, stage1: Stage1) -> None:
-    """Write the index and its stamp atomically (temporary file + rename), then drop older
-    files; a reader that loses the race sees a missing file and rebuilds in memory."""
+def save(location: Location | Path, stage1: Stage1) -> None:
+    """Write the index under a name of its version (never rewritten), then the stamp naming
+    it (one atomic write); a reader that loses the race sees a stale stamp and rebuilds in
+    memory. In a folder the older files are dropped; on object storage they stay (a replica
+    may still be reading one) until ``eercf index --reindex`` cleans old versions."""
+    location = Location.of(location)
     name = f"stage1-v{stage1.version}.faiss"
     data = faiss.serialize_index(stage1.index).tobytes()
-    _atomic_write(folder / name, data)
+    location.write_bytes(name, data)
     stamp = {"lance_version": stage1.version, "rows": int(stage1.index.ntotal),
              "dim": int(stage1.index.d), "factory": stage1.factory, "file": name,
              "sha256": hashlib.sha256(data).hexdigest()}
-    _atomic_write(folder / STAMP, json.dumps(stamp, indent=1).encode())
-    for old in folder.glob("stage1-v*.faiss"):
-        if old.name != name:
-            old.unlink(missing_ok=True)
+    location.write_bytes(STAMP, json.dumps(stamp, indent=1).encode())
+    if location.local is not None:
+        for old in location.names("stage1-v*.faiss"):
+            if old != name:
+                location.delete(old)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def drop_older(location: Location, keep_from: int) -> None:
+    """Delete the stage-1 files of versions before ``keep_from``."""
+    for old in location.names("stage1-v*.faiss"):
+        match = re.fullmatch(r"stage1-v(\d+)\.faiss", old)
+        if match and int(match.group(1)) < keep_from:
+            location.delete(old)
 
 
-def load(folder: Path, version: int, rows: int, dim: int, params: str) -> tuple[Stage1 | None, str]:
+def load(location: Location | Path, version: int, rows: int, dim: int, params: str
+         ) -> tuple[Stage1 | None, str]:
     """The saved index if it matches Lance ``version`` with ``rows`` rows of ``dim``; else
     ``None`` and why (missing, stale or corrupt)."""
+    location = Location.of(location)
     try:
-        stamp = json.loads((folder / STAMP).read_text())
+        stamp = json.loads(location.read_bytes(STAMP))
         name, expected_sha = stamp["file"], stamp["sha256"]
         built_from, factory = int(stamp["lance_version"]), stamp["factory"]
     except FileNotFoundError:
         return None, "missing"
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, EercfError, ValueError, KeyError, TypeError) as err:
         return None, f"corrupt stamp ({err})"
     if built_from != version:
         return None, f"stale (built from Lance version {built_from}, the store is at {version})"
     try:
-        data = (folder / name).read_bytes()
-    except OSError:
+        data = location.read_bytes(name)
+    except (OSError, EercfError):
         return None, f"missing ({name})"
     if hashlib.sha256(data).hexdigest() != expected_sha:
         return None, f"corrupt ({name} does not match its checksum)"

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -35,6 +34,7 @@ from ..errors import EercfError
 
 if TYPE_CHECKING:
     from ..model import EERCF, VideoFeatures
+    from .location import Location
 
 CODECS = ("exact", "pq")
 DEFAULT_CODEC = "pq"
@@ -136,8 +136,8 @@ class PQCodec:
         return sums.view(codes.shape[:-1])
 
     # ------------------------------------------------------------------ files
-    def save(self, folder: Path) -> tuple[str, str]:
-        """Write the codebook into ``folder`` under a name from its content; returns (file
+    def save(self, location: "Location") -> tuple[str, str]:
+        """Write the codebook at ``location`` under a name from its content; returns (file
         name, sha256). Written once and never changed: a retrained codebook is a new file."""
         from safetensors.numpy import save
 
@@ -145,25 +145,24 @@ class PQCodec:
                     metadata={"frames_read": str(self.frames_read), "bits": str(BITS)})
         digest = hashlib.sha256(data).hexdigest()
         name = f"codebook-{digest[:16]}.safetensors"
-        path = folder / name
-        if not path.exists():
-            tmp = path.with_name(f".{name}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+        if not location.exists(name):
+            location.write_bytes(name, data)
         return name, digest
 
     @classmethod
-    def load(cls, path: Path, sha256: str) -> "PQCodec":
-        """The codebook at ``path``, refused unless its bytes have the recorded checksum."""
+    def load(cls, location: "Location", name: str, sha256: str) -> "PQCodec":
+        """The codebook ``name`` at ``location``, refused unless its bytes have the recorded
+        checksum."""
         from safetensors.numpy import load
 
         try:
-            data = path.read_bytes()
+            data = location.read_bytes(name)
         except OSError as err:
-            raise EercfError(f"cannot read the codebook {path}: {err}") from None
+            raise EercfError(f"cannot read the codebook {location.join(name)}: "
+                             f"{getattr(err, 'strerror', None) or err}") from None
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise EercfError(f"codebook {path} does not match its checksum in the manifest "
-                             f"(damaged or replaced): rebuild with eercf index --reindex")
+            raise EercfError(f"codebook {location.join(name)} does not match its checksum in the "
+                             f"manifest (damaged or replaced): rebuild with eercf index --reindex")
         header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
         frames_read = int(header.get("__metadata__", {}).get("frames_read", FRAMES_READ))
         return cls(load(data)["centroids"].astype(np.float32), frames_read)

@@ -25,13 +25,6 @@ MANIFEST = "eercf-index.json"
 KIND = "eercf-index"
 
 
-def write_json(path: Path, value: dict[str, Any]) -> None:
-    """Write ``value`` to ``path`` atomically (a reader sees the old file or the new one)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
-
-
 # model -> (its tensors, their versions, fingerprint)
 _fingerprints: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, tuple, str]]" = (
     weakref.WeakKeyDictionary())

@@ -5,7 +5,6 @@ version whole, and searches pinned to it go on reading it."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import lance
@@ -17,6 +16,7 @@ from . import codecs, store
 
 if TYPE_CHECKING:
     from ..model import VideoFeatures
+    from .location import Location
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +70,15 @@ def train(dataset: lance.LanceDataset) -> codecs.PQCodec | None:
     return codecs.PQCodec.train(sample)
 
 
-def rewrite(dataset: lance.LanceDataset, path: Path, codec: codecs.PQCodec | None
+def rewrite(dataset: lance.LanceDataset, location: "Location", codec: codecs.PQCodec | None
             ) -> lance.LanceDataset:
-    """A new version of the store at ``path`` holding every row of ``dataset`` (in order) with
-    its patches exact (``codec`` None) or as ``codec``'s codes plus the exact blob; the
-    codebook is saved beside the store first and named in the new version's schema."""
+    """A new version of the index's store (at ``location``) holding every row of ``dataset``
+    (in order) with its patches exact (``codec`` None) or as ``codec``'s codes plus the exact
+    blob; the codebook is saved beside the store first and named in the new version's schema."""
     dim, frames, patches = store.dims(dataset.schema)
     target = store.schema(dim, frames, patches, codec.m if codec else 0)
     if codec is not None:
-        codebook = codec.save(path.parent)
+        codebook = codec.save(location)
         target = target.with_metadata({**(target.metadata or {}), CODEBOOK_KEY: codebook[0].encode(),
                                        CODEBOOK_SHA_KEY: codebook[1].encode()})
     n = dataset.count_rows()
@@ -92,4 +92,5 @@ def rewrite(dataset: lance.LanceDataset, path: Path, codec: codecs.PQCodec | Non
             yield from table.to_batches()
 
     reader = pa.RecordBatchReader.from_batches(target, batches())
-    return lance.write_dataset(reader, str(path), schema=target, mode="overwrite")
+    return lance.write_dataset(reader, location.join(store.DATASET), schema=target,
+                               mode="overwrite", storage_options=location.options or None)

@@ -13,7 +13,6 @@ import json
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import lance
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
 
 FEATURE_COLUMNS = ("video", "frames", "temporal", "patches", "mask")
 HOT_COLUMNS = ("video", "frames", "temporal", "codes", "mask")  # what pq reads per candidate
+DATASET = "videos.lance"   # the store's name inside an index
 INFO_COLUMNS = ("id", "uri", "duration", "timestamps", "metadata")
 PATCHES_KEY = b"eercf.patches"  # schema metadata of a pq store: patches per frame
 
@@ -106,19 +106,22 @@ def bytes_per_video(dim: int, frames: int, patches: int, codes: int = 0) -> dict
     return {**parts, "hot": hot + parts["patches"], "cold": 0}
 
 
-def create(path: Path, dim: int, frames: int, patches: int) -> lance.LanceDataset:
-    """An empty exact store (a pq store is made by re-coding one: ``recode``)."""
+def create(uri: str, dim: int, frames: int, patches: int,
+           options: dict[str, str] | None = None) -> lance.LanceDataset:
+    """An empty exact store at ``uri`` (a pq store is made by re-coding one: ``recode``)."""
     table_schema = schema(dim, frames, patches)
-    return lance.write_dataset(table_schema.empty_table(), str(path), schema=table_schema)
+    return lance.write_dataset(table_schema.empty_table(), uri, schema=table_schema,
+                               storage_options=options or None)
 
 
-def open_dataset(path: Path, version: int | None = None) -> lance.LanceDataset:
+def open_dataset(uri: str, version: int | None = None,
+                 options: dict[str, str] | None = None) -> lance.LanceDataset:
     """Open the store, turning Lance's failures (missing, unreadable, newer format) into one
-    clear error naming the folder."""
+    clear error naming it."""
     try:
-        return lance.dataset(str(path), version=version)
+        return lance.dataset(uri, version=version, storage_options=options or None)
     except (OSError, ValueError, RuntimeError) as err:
-        raise EercfError(f"cannot read the Lance dataset {path}: {_first_line(err)} (a dataset "
+        raise EercfError(f"cannot read the Lance dataset {uri}: {_first_line(err)} (a dataset "
                          f"written by a newer Lance needs a newer pylance)") from err
 
 

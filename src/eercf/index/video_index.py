@@ -1,6 +1,7 @@
-"""``VideoIndex``: a folder that stores a video collection's features and searches it by text.
+"""``VideoIndex``: a folder (or an object-store prefix, ``s3://bucket/prefix``: ``location``)
+that stores a video collection's features and searches it by text.
 
-Layout of the folder::
+Layout::
 
     eercf-index.json     what this is: format, the model that built it, the FAISS factory,
                          the codec chosen for the fine levels
@@ -9,7 +10,8 @@ Layout of the folder::
                          store's schema), when the store is coded
     stage1.json          stamp of the FAISS file: Lance version, rows, checksum
     stage1-vN.faiss      FAISS index over the video vectors of Lance version N (derived)
-    writer.lock          held by the one process allowed to write at a time
+    writer.lock          held by the one process allowed to write at a time (a folder only:
+                         on object storage Lance's conditional commits keep writers safe)
 
 Every change is one Lance commit, so a crash leaves the previous version intact and a reader
 always sees whole videos. A search pins one Lance version for both stages.
@@ -17,7 +19,6 @@ always sees whole videos. A search pins one Lance version for both stages.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -35,7 +36,8 @@ import torch
 from .. import __version__
 from ..errors import EercfError
 from . import ann, codecs, recode, store
-from .manifest import FORMAT, KIND, MANIFEST, ModelInfo, model_fingerprint, write_json
+from .location import Location, writer_lock
+from .manifest import FORMAT, KIND, MANIFEST, ModelInfo, model_fingerprint
 
 if TYPE_CHECKING:
     from ..model import EERCF, VideoFeatures
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DATASET = "videos.lance"
+DATASET = store.DATASET
 LOCK = "writer.lock"
 
 @dataclass
@@ -66,8 +68,8 @@ class VideoIndex:
     consistent version. Within a process, give a thread that writes its own ``VideoIndex``
     object (an object caches the opened store and stage-1 index, which its writes update)."""
 
-    def __init__(self, folder: Path, manifest: dict[str, Any]):
-        self.folder = folder
+    def __init__(self, location: Location, manifest: dict[str, Any]):
+        self.location = location
         self.hot_in_memory = False  # set True to hold a pq store's hot tier in memory
         self._hot: store.HotTier | None = None
         self._manifest = manifest
@@ -79,7 +81,7 @@ class VideoIndex:
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    def create(cls, folder: str | os.PathLike, model_info: "ModelInfo | EERCF",
+    def create(cls, folder: "str | os.PathLike | Location", model_info: "ModelInfo | EERCF",
                index_factory: str = ann.EXACT, search_params: str = "",
                codec: str = codecs.DEFAULT_CODEC) -> "VideoIndex":
         """A new, empty index in ``folder`` (which must be absent or empty). ``index_factory``
@@ -88,54 +90,60 @@ class VideoIndex:
         ``codec`` is how the fine levels will be stored (``codecs``): rows are added exact,
         and :meth:`apply_codec` (which ``eercf index`` runs at the end) trains a ``pq``
         codebook on the collection and re-codes the store."""
-        folder = Path(folder)
+        location = Location.of(folder)
         codecs.check_codec(codec)
         info = model_info if isinstance(model_info, ModelInfo) else ModelInfo.of(model_info)
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            what = "an index already" if (folder / MANIFEST).exists() else "not empty"
-            raise EercfError(f"cannot create an index in {folder}: it is {what}")
         ann.check_factory(index_factory, info.embed_dim, search_params)
-        folder.mkdir(parents=True, exist_ok=True)
-        dataset = store.create(folder / DATASET, info.embed_dim, info.frames, info.patches)
+        location.prepare_new(MANIFEST)
+        dataset = store.create(location.join(DATASET), info.embed_dim, info.frames, info.patches,
+                               location.options)
         manifest = {"kind": KIND, "format": FORMAT, "eercf_version": __version__,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "model": asdict(info), "index_factory": index_factory,
                     "search_params": search_params, "codec": codec}
-        index = cls(folder, manifest)
+        index = cls(location, manifest)
         index._rebuild_and_save(dataset)
-        write_json(folder / MANIFEST, manifest)  # written last: its presence means complete
+        index._write_manifest()  # written last: its presence means complete
         return index
 
     @classmethod
-    def open(cls, folder: str | os.PathLike) -> "VideoIndex":
+    def open(cls, folder: "str | os.PathLike | Location") -> "VideoIndex":
         """Open an existing index; a foreign folder or a newer format gets a clear error."""
-        folder = Path(folder)
-        if not folder.is_dir():
+        location = folder = Location.of(folder)
+        if location.local is not None and not location.local.is_dir():
             raise EercfError(f"index {folder} does not exist")
         try:
-            manifest = json.loads((folder / MANIFEST).read_text())
+            manifest = json.loads(location.read_bytes(MANIFEST))
         except FileNotFoundError:
             raise EercfError(f"{folder} is not an eercf index (no {MANIFEST})") from None
         except (OSError, ValueError) as err:
-            raise EercfError(f"{folder / MANIFEST} is unreadable: {err}") from err
+            raise EercfError(f"{location.join(MANIFEST)} is unreadable: {err}") from err
         if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
             raise EercfError(f"{folder} is not an eercf index ({MANIFEST} is not an index manifest)")
         if not isinstance(manifest.get("format"), int) or manifest["format"] > FORMAT:
             raise EercfError(f"index {folder} has format {manifest.get('format')!r}, written by "
                              f"eercf {manifest.get('eercf_version', '?')}; this eercf "
                              f"{__version__} reads formats up to {FORMAT}: upgrade eercf")
-        index = cls(folder, manifest)
+        index = cls(location, manifest)
         dataset = index._dataset()
         expected = (index.model_info.embed_dim, index.model_info.frames, index.model_info.patches)
         try:
             found = store.dims(dataset.schema)
         except KeyError as err:
-            raise EercfError(f"{folder / DATASET} is not an eercf feature store "
+            raise EercfError(f"{location.join(DATASET)} is not an eercf feature store "
                              f"(no column {err})") from None
         if found != expected:
-            raise EercfError(f"{folder / DATASET} stores (dim, frames, patches) {found}, its "
+            raise EercfError(f"{location.join(DATASET)} stores (dim, frames, patches) {found}, its "
                              f"manifest says {expected}")
         return index
+
+    @property
+    def folder(self) -> "Path | str":
+        """The index's folder, or its URI on object storage."""
+        return self.location.local if self.location.local is not None else self.location.uri
+
+    def _write_manifest(self) -> None:
+        self.location.write_bytes(MANIFEST, json.dumps(self._manifest, indent=1).encode())
 
     @property
     def model_info(self) -> ModelInfo:
@@ -166,7 +174,7 @@ class VideoIndex:
             return None
         cached = self._codebooks.get(book)
         if cached is None:
-            cached = self._codebooks[book] = codecs.PQCodec.load(self.folder / book[0], book[1])
+            cached = self._codebooks[book] = codecs.PQCodec.load(self.location, book[0], book[1])
         return cached
 
     def stats(self) -> dict[str, Any]:
@@ -186,7 +194,8 @@ class VideoIndex:
         happens, so its file metadata stays cached between searches."""
         cached = self._opened
         if cached is None or cached.latest_version != cached.version:
-            cached = self._opened = store.open_dataset(self.folder / DATASET)
+            cached = self._opened = store.open_dataset(self.location.join(DATASET),
+                                                       options=self.location.options)
         return cached
 
     def __len__(self) -> int:
@@ -202,8 +211,8 @@ class VideoIndex:
         return self._dataset().version
 
     def bytes_on_disk(self) -> int:
-        """Bytes of the whole folder (store with every version kept, FAISS file, manifest)."""
-        return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
+        """Bytes of the whole index (store with every version kept, FAISS file, manifest)."""
+        return self.location.size()
 
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager
@@ -224,23 +233,12 @@ class VideoIndex:
             finally:
                 self._lock_depth -= 1
             return
-        deadline = time.monotonic() + wait
-        with open(self.folder / LOCK, "a+") as lock:
-            while True:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise EercfError(f"index {self.folder} is being written by another "
-                                         f"process; one writer at a time") from None
-                    time.sleep(0.05)
+        with writer_lock(self.location, LOCK, wait):
             self._lock_depth = 1
             try:
                 yield
             finally:
                 self._lock_depth = 0
-                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def add(self, ids: Sequence[str], uris: Sequence[str | None], durations: Sequence[float | None],
             timestamps: Sequence[Sequence[float]], features: "VideoFeatures",
@@ -267,7 +265,8 @@ class VideoIndex:
                 raise EercfError(f"{len(present)} video id(s) already in index {self.folder}, "
                                  f"e.g. {sorted(present)[0]!r}: remove them first")
             previous = self._current_stage1(dataset, persist=False)
-            committed = lance.write_dataset(table, dataset, mode="append")
+            committed = lance.write_dataset(table, dataset, mode="append",
+                                            storage_options=self.location.options or None)
             vectors = np.ascontiguousarray(store.column_array(table, "video"), dtype=np.float32)
             if committed.version == previous.version + 1 and previous.factory == self.index_factory:
                 stage1 = ann.extend(previous, vectors, committed.version)
@@ -275,7 +274,7 @@ class VideoIndex:
                 stage1 = self._build(committed)
             self._stage1 = stage1
             if save_stage1:
-                ann.save(self.folder, stage1)
+                ann.save(self.location, stage1)
         return len(ids)
 
     def save_stage1(self) -> None:
@@ -283,7 +282,7 @@ class VideoIndex:
         with self._writing():
             dataset = self._dataset()
             stage1 = self._current_stage1(dataset, persist=False)
-            ann.save(self.folder, stage1)
+            ann.save(self.location, stage1)
 
     def remove(self, ids: Sequence[str]) -> list[str]:
         """Remove videos by id in one commit; returns the ids that were present (the others
@@ -317,13 +316,15 @@ class VideoIndex:
                        "codec": self.codec if codec is None else codec}
             if any(self._manifest.get(k) != v for k, v in changes.items()):
                 self._manifest = {**self._manifest, **changes}
-                write_json(self.folder / MANIFEST, self._manifest)
+                self._write_manifest()
             if codec is not None:
                 self.apply_codec(retrain=True)
             dataset = self._dataset()
             if dataset.count_rows():
                 dataset.optimize.compact_files()
             self._dataset().cleanup_old_versions(older_than=keep_versions)
+            oldest = min(v["version"] for v in self._dataset().versions())
+            ann.drop_older(self.location, oldest)
             self._rebuild_and_save()
 
     def apply_codec(self, retrain: bool = False) -> bool:
@@ -335,20 +336,20 @@ class VideoIndex:
             if self.codec == "exact":
                 if self.stored_codec(dataset) == "exact":
                     return True
-                recode.rewrite(dataset, self.folder / DATASET, None)
+                recode.rewrite(dataset, self.location, None)
             else:
                 if self.stored_codec(dataset) == "pq" and not retrain:
                     return True
                 codec = recode.train(dataset)
                 if codec is None:
                     return False
-                recode.rewrite(dataset, self.folder / DATASET, codec)
+                recode.rewrite(dataset, self.location, codec)
             self._rebuild_and_save()
             return True
 
     def _rebuild_and_save(self, dataset: lance.LanceDataset | None = None) -> None:
         self._stage1 = self._build(dataset or self._dataset())
-        ann.save(self.folder, self._stage1)
+        ann.save(self.location, self._stage1)
 
     def _build(self, dataset: lance.LanceDataset) -> ann.Stage1:
         return ann.build(store.video_vectors(dataset), self.index_factory, self.search_params,
@@ -361,7 +362,7 @@ class VideoIndex:
         if self._stage1 is not None and self._stage1.version == dataset.version:
             return self._stage1
         rows = dataset.count_rows()
-        stage1, problem = ann.load(self.folder, dataset.version, rows, self.model_info.embed_dim,
+        stage1, problem = ann.load(self.location, dataset.version, rows, self.model_info.embed_dim,
                                    self.search_params)
         if stage1 is None:
             level = logging.INFO if problem.startswith("stale") else logging.WARNING
@@ -370,7 +371,7 @@ class VideoIndex:
             stage1 = self._build(dataset)
             if persist:
                 with contextlib.suppress(EercfError, OSError), self._writing(wait=0):
-                    ann.save(self.folder, stage1)
+                    ann.save(self.location, stage1)
         self._stage1 = stage1
         return stage1
 

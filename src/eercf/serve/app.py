@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from .. import __version__
+from .. import __version__, paths
 from ..errors import EercfError
 from .guard import BodyLimit, install_error_handlers
 from .jobs import Item, Writer, clear_partial
@@ -59,9 +59,11 @@ def create_app(index: str | Path, *, token: str | None = None,
                media_root: str | Path | None = None, model: "EERCF | None" = None,
                hot_in_memory: bool = True) -> FastAPI:
     """The service for the index folder ``index`` (its recorded model unless ``model``)."""
-    folder = Path(index)
-    searcher = Searcher(folder, model, hot_in_memory=hot_in_memory)
-    downloads = folder / "downloads"
+    searcher = Searcher(index, model, hot_in_memory=hot_in_memory)
+    folder = searcher.index.location
+    # a URL's video is fetched beside a local index; a remote index's into the cache root
+    downloads = (folder.local / "downloads" if folder.local is not None
+                 else paths.home() / "serve-downloads" / paths.slug(folder.uri))
     clear_partial(downloads)
     roots = [Path(media_root).resolve(), downloads.resolve()] if media_root else []
     writer = Writer(folder, searcher.model, searcher.refresh_now, downloads) if token else None

@@ -34,6 +34,7 @@ from ..index.search import SearchResult, two_stage
 
 if TYPE_CHECKING:
     from ..index.codecs import PQCodec
+    from ..index.location import Location
     from ..index.video_index import Snapshot
     from ..model import EERCF
 
@@ -97,7 +98,7 @@ def _settle(future: asyncio.Future, result: Any) -> None:
 class Searcher:
     """Searches one index folder with its model (loaded once), batching concurrent requests."""
 
-    def __init__(self, folder: str | Path, model: "EERCF | None" = None, *,
+    def __init__(self, folder: "str | Path | Location", model: "EERCF | None" = None, *,
                  hot_in_memory: bool = True, refresh_seconds: float = REFRESH_SECONDS):
         self.index = VideoIndex.open(folder)
         self.model = self.index.model() if model is None else model
