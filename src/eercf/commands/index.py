@@ -55,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
                    help="encode in this precision, when creating (default: the model's transform)")
     p.add_argument("--device", default=None, help="torch device for encoding (default cpu)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="decode and encode on Ray Data: a local Ray, or the cluster at ADDRESS "
+                        "(ray://host:10001, or auto); workers write fragments, committed every "
+                        "--commit-every videos")
+    p.add_argument("--commit-every", type=int, default=2000, metavar="N",
+                   help="with --ray: videos per commit (default 2000)")
     p.add_argument("--remove", nargs="+", metavar="ID", help="remove these video ids instead")
     p.add_argument("--reindex", action="store_true",
                    help="compact the store and retrain stage 1 (with --index-factory if given); "
@@ -160,7 +166,13 @@ def _add(args: argparse.Namespace) -> dict[str, Any]:
                                   codec=args.codec or "pq")
     if args.device:
         model = model.to(args.device)
-    summary = ingest(index, model, records, batch_size=args.batch_size, workers=args.workers)
+    if args.ray is not None:
+        from ..index.ray_ingest import ray_ingest
+
+        summary = ray_ingest(index, records, address=args.ray, batch_size=args.batch_size,
+                             commit_every=args.commit_every)
+    else:
+        summary = ingest(index, model, records, batch_size=args.batch_size, workers=args.workers)
     return {"index": str(index.folder), "source": args.source, **summary}
 
 

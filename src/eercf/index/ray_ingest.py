@@ -1,0 +1,193 @@
+"""Distributed ingest on Ray Data (``eercf index SOURCE --ray [ADDRESS]``): the same rows as
+``ingest``, decoded and encoded across a cluster.
+
+- decoding runs as CPU tasks (``map_batches`` of a function), each sampling its videos with the
+  transform the index records;
+- encoding runs in an actor pool (the model loaded once per actor, one GPU each where the
+  cluster has GPUs), and each actor writes its batch as Lance fragments straight into the
+  store (``lance.fragment.write_fragments``: data files, not yet part of any version);
+- the driver commits the fragments every ``commit_every`` videos (one ``Append`` per commit),
+  so a crash loses at most the uncommitted videos and a rerun skips what is in. A video that
+  cannot be read is reported and skipped, as in ``ingest``.
+
+Ray's own ``Dataset.write_lance`` is not used: it commits only at the end, and fails with
+current pylance (ray issue 65129).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..errors import EercfError
+from . import store
+
+if TYPE_CHECKING:
+    from ..data.datasets import VideoRecord
+    from ..model import VideoTransform
+    from .video_index import VideoIndex
+
+COMMIT_EVERY = 2000   # videos per commit
+
+
+def _decode(batch: dict[str, np.ndarray], transform: "VideoTransform") -> dict[str, Any]:
+    """Ray task: sample the videos of ``batch`` (a failed one keeps a row with its error)."""
+    from pathlib import Path
+
+    from ..data.datasets import VideoRecord
+    from ..data.loader import VideoClips
+
+    records = [VideoRecord(str(v), Path(str(p)), [], "ray", None if not s else tuple(json.loads(s)))
+               for v, p, s in zip(batch["video_id"], batch["path"], batch["span"])]
+    clips = VideoClips(records, transform)
+    shape = (transform.frames, 3, transform.image_size, transform.image_size)
+    out: dict[str, list] = {k: [] for k in ("video_id", "path", "error", "frames", "mask",
+                                            "timestamps", "duration")}
+    for i, record in enumerate(records):
+        item = clips[i]
+        failed = item.get("failed")
+        out["video_id"].append(record.video_id)
+        out["path"].append(str(record.path))
+        out["error"].append(failed["reason"] if failed else "")
+        frames = np.zeros(shape, np.float32) if failed else np.asarray(item["frames"], np.float32)
+        out["frames"].append(frames)
+        out["mask"].append(np.zeros(shape[0], bool) if failed else np.asarray(item["mask"], bool))
+        out["timestamps"].append("[]" if failed else json.dumps([float(t) for t in item["timestamps"]]))
+        out["duration"].append(float("nan") if failed or item["duration"] is None
+                               else float(item["duration"]))
+    return {k: np.stack(v) if k in ("frames", "mask") else np.asarray(v) for k, v in out.items()}
+
+
+class _Encoder:
+    """Ray actor: encode decoded videos and write them as fragments of the index's store."""
+
+    def __init__(self, index_uri: str, source: str, metadata: dict[str, dict]):
+        import torch
+
+        from ..weights import load_model
+        from .video_index import VideoIndex
+
+        self.index = VideoIndex.open(index_uri)
+        self.model = load_model(source, device="cuda" if torch.cuda.is_available() else None)
+        self.model.eval()
+        self.metadata = metadata
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        import lance
+        import torch
+
+        from ..data.sources import stored_uri
+
+        ok = np.flatnonzero(batch["error"] == "")
+        failed = [{"video": str(batch["video_id"][i]), "path": str(batch["path"][i]),
+                   "error": str(batch["error"][i])} for i in np.flatnonzero(batch["error"] != "")]
+        fragments: list[str] = []
+        ids = [str(batch["video_id"][i]) for i in ok]
+        if len(ok):
+            with torch.inference_mode():
+                features = self.model.encode_video(
+                    torch.from_numpy(batch["frames"][ok]).to(self.model.device),
+                    torch.from_numpy(batch["mask"][ok]).to(self.model.device)).to("cpu", torch.float32)
+            dataset = self.index._dataset()
+            durations = [None if np.isnan(batch["duration"][i]) else float(batch["duration"][i])
+                         for i in ok]
+            table = store.to_table(store.write_schema(dataset.schema), ids,
+                                   [stored_uri(str(batch["path"][i])) for i in ok], durations,
+                                   [json.loads(batch["timestamps"][i]) for i in ok], features,
+                                   [self.metadata.get(v) for v in ids],
+                                   self.index.pq_codec(dataset))
+            written = lance.fragment.write_fragments(
+                table, self.index.location.join(store.DATASET), schema=table.schema,
+                storage_options=self.index.location.options or None)
+            fragments = [json.dumps(f.to_json()) for f in written]
+        return {"fragments": [json.dumps(fragments)], "added": [json.dumps(ids)],
+                "failed": [json.dumps(failed)]}
+
+
+def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address: str | None,
+               batch_size: int = 8, encoders: int | None = None,
+               commit_every: int = COMMIT_EVERY, progress: bool = True) -> dict[str, Any]:
+    """``ingest`` on Ray (see the module docstring): the same summary, ``commits`` added."""
+    import lance
+    import ray
+
+    source = index.model_info.source
+    if source is None:
+        raise EercfError(f"index {index.folder} does not record where its model is: --ray "
+                         "workers load the model themselves, so build the index with a saved "
+                         "model (--model PATH)")
+    if commit_every < 1:
+        raise EercfError(f"--commit-every must be at least 1, got {commit_every}")
+    model = index.model()
+    index.check_model(model)
+    transform = index.model_info.video_transform(model)
+    started = time.perf_counter()
+    summary: dict[str, Any] = {"added": 0, "skipped": 0, "failed": [], "commits": 0}
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if not ray.is_initialized():
+        try:
+            ray.init(address=None if address in (None, "local") else address,
+                     include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise EercfError(f"cannot reach the Ray cluster at {address}: {err}") from None
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    with index.writing():
+        present = set(index.ids())
+        todo = [r for r in records if r.video_id not in present]
+        summary["skipped"] = len(records) - len(todo)
+        if todo:
+            metadata = {r.video_id: {"captions": r.captions} for r in todo if r.captions}
+            items = [{"video_id": r.video_id, "path": str(r.path),
+                      "span": json.dumps(list(r.span)) if r.span else ""} for r in todo]
+            ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // batch_size))
+            ds = ds.map_batches(_decode, batch_size=batch_size, fn_kwargs={"transform": transform},
+                                num_cpus=1)
+            pool = encoders or max(1, gpus)
+            ds = ds.map_batches(_Encoder, batch_size=batch_size, concurrency=pool,
+                                num_gpus=1 if gpus else 0,
+                                fn_constructor_kwargs={"index_uri": str(index.folder),
+                                                       "source": source, "metadata": metadata})
+            pending: list = []
+            pending_videos = 0
+
+            def commit() -> None:
+                nonlocal pending, pending_videos
+                if not pending:
+                    return
+                dataset = index._dataset()
+                lance.LanceDataset.commit(index.location.join(store.DATASET),
+                                          lance.LanceOperation.Append(pending),
+                                          read_version=dataset.version,
+                                          storage_options=index.location.options or None)
+                index.save_stage1()
+                summary["added"] += pending_videos
+                summary["commits"] += 1
+                pending, pending_videos = [], 0
+
+            from tqdm import tqdm
+            with tqdm(total=len(todo), unit="video", desc="ray ingest", disable=not progress) as bar:
+                for row in ds.iter_rows():
+                    from lance.fragment import FragmentMetadata
+
+                    pending.extend(FragmentMetadata.from_json(f)
+                                   for f in json.loads(row["fragments"]))
+                    added, failed = json.loads(row["added"]), json.loads(row["failed"])
+                    pending_videos += len(added)
+                    summary["failed"].extend(failed)
+                    bar.update(len(added) + len(failed))
+                    if pending_videos >= commit_every:
+                        commit()
+            commit()
+        if index.codec != index.stored_codec() and not index.apply_codec():
+            summary["codec_note"] = ("too few patches for a pq codebook yet: kept exact; "
+                                     "eercf index --reindex --codec pq once it has more")
+        summary["codec"] = index.stored_codec()
+    summary["videos"] = len(index)
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    summary["ray"] = {"address": address or "local", "gpus": gpus,
+                      "encoders": encoders or max(1, gpus)}
+    return summary
+
