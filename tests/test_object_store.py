@@ -195,3 +195,64 @@ def test_cli_and_service_on_an_s3_index(bucket, tmp_path, capsys):
         got = client.get("/api/search", params={"q": "a red square moves right", "k": 3}).json()
         assert [h["video_id"] for h in got["hits"]] == [h["video_id"] for h in hits]
         assert client.get("/api/videos/red/media").status_code == 200
+
+
+def test_two_replicas_answer_from_one_version_while_a_writer_changes_the_index(bucket, tmp_path):
+    """Two services over one S3 index while a writer appends, removes and compacts: every
+    answer's hits are videos of the version it names, and both replicas reach the last one."""
+    import threading
+    import time
+
+    import eercf
+    import lance
+    from fastapi.testclient import TestClient
+
+    from eercf.index import ModelInfo
+    from eercf.model.tokenizer import CLIPTokenizer
+    from eercf.serve import create_app
+
+    torch.manual_seed(0)
+    m = EERCF(get_model_config("tiny")).eval()
+    m.tokenizer = CLIPTokenizer.train(["a red square moves", "a blue circle"] * 3, 600)
+    eercf.save_model(m, tmp_path / "model")
+    uri = f"{bucket}/replicated"
+    writer = VideoIndex.create(uri, ModelInfo.of(m, source=str(tmp_path / "model")), codec="exact")
+    add(writer, [f"v{i}" for i in range(20)], clustered_features(20, 1))
+    replicas = [TestClient(create_app(uri)) for _ in range(2)]
+    answers: list[tuple[int, list[str]]] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def client(c: TestClient) -> None:
+        while not stop.is_set():
+            r = c.get("/api/search", params={"q": "a red square moves", "k": 5})
+            if r.status_code != 200:
+                errors.append(r.text)
+                continue
+            answers.append((r.json()["version"], [h["video_id"] for h in r.json()["hits"]]))
+
+    with replicas[0], replicas[1]:
+        threads = [threading.Thread(target=client, args=(c,)) for c in replicas for _ in range(2)]
+        for t in threads:
+            t.start()
+        for step in range(3):
+            add(writer, [f"n{step}-{i}" for i in range(5)], clustered_features(5, 10 + step))
+            writer.remove([f"v{step}"])
+            time.sleep(0.3)
+        writer.reindex()  # compacts; versions within the grace period stay readable
+        final = writer.version
+        deadline = time.monotonic() + 30
+        while not all(c.get("/api/health").json()["version"] == final for c in replicas):
+            assert time.monotonic() < deadline, "a replica did not reach the last version"
+            time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    ids = {}
+    for version, hits in answers:
+        if version not in ids:
+            ds = lance.dataset(f"{uri}/videos.lance", version=version, storage_options=writer.location.options)
+            ids[version] = set(ds.to_table(columns=["id"]).column("id").to_pylist())
+        assert len(hits) == 5 and set(hits) <= ids[version], (version, hits)
+    assert len(ids) >= 2  # the replicas answered from more than one version
