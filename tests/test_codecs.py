@@ -197,3 +197,35 @@ def test_stats_from_the_command_line(coded, capsys):
     assert "hot" in capsys.readouterr().out
     with pytest.raises(EercfError, match="unknown codec"):
         VideoIndex.create(index.folder.parent / "bad", index.model_info, codec="zip")
+
+
+def test_hot_tier_in_memory_follows_appends_and_removals(coded, model, monkeypatch):
+    """After an append the held hot tier gains the new rows only; after a removal it is read
+    again; either way it equals a fresh load, and searches equal the store's."""
+    from eercf.index import store
+
+    index, _ = coded
+    held = store.HotTier.load(index.snapshot().dataset)
+    add(index, [f"c{i}" for i in range(7)], clustered_features(7, 4))
+    loads = []
+    real_load = store.HotTier.load.__func__
+    monkeypatch.setattr(store.HotTier, "load",
+                        classmethod(lambda cls, d: loads.append(d.version) or real_load(cls, d)))
+    for change in ("append", "remove"):
+        dataset = index.snapshot().dataset
+        loads.clear()
+        refreshed = held.refreshed(dataset)
+        assert len(loads) == (0 if change == "append" else 1)  # appends read the new rows only
+        fresh = store.HotTier.load(dataset)
+        assert refreshed.version == fresh.version and refreshed.rows.ids == fresh.rows.ids
+        torch.testing.assert_close(refreshed.codes, fresh.codes, rtol=0, atol=0)
+        torch.testing.assert_close(refreshed.features.temporal, fresh.features.temporal,
+                                   rtol=0, atol=0)
+        held = refreshed
+        index.remove(["a3", "c1"])
+    index.hot_in_memory = True
+    from_memory = index.search_encoded(queries(), k=10, topk=20, model=model)
+    index.hot_in_memory = False
+    from_store = index.search_encoded(queries(), k=10, topk=20, model=model)
+    assert [[h.video_id for h in r.hits] for r in from_memory] == \
+        [[h.video_id for h in r.hits] for r in from_store]

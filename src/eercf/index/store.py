@@ -238,6 +238,12 @@ class Rows:
                    metadata=[None if m is None else json.loads(m)
                              for m in table.column("metadata").to_pylist()])
 
+    def concat(self, other: "Rows") -> "Rows":
+        return Rows(ids=self.ids + other.ids, uris=self.uris + other.uris,
+                    durations=self.durations + other.durations,
+                    timestamps=np.concatenate([self.timestamps, other.timestamps]),
+                    metadata=self.metadata + other.metadata)
+
     def select(self, at: Sequence[int]) -> "Rows":
         return Rows(ids=[self.ids[i] for i in at], uris=[self.uris[i] for i in at],
                     durations=[self.durations[i] for i in at], timestamps=self.timestamps[at],
@@ -311,18 +317,40 @@ class HotTier:
     features: "VideoFeatures"
     codes: torch.Tensor
     rows: Rows
+    layout: tuple  # (fragment id, rows, deleted rows) of each fragment of the version
 
     @classmethod
     def load(cls, dataset: lance.LanceDataset) -> "HotTier":
         if not is_coded(dataset.schema):
             raise EercfError("only a pq-coded store has a hot tier to hold in memory")
         features, codes, rows = take_hot(dataset, np.arange(dataset.count_rows()))
-        return cls(dataset.version, features, codes, rows)
+        return cls(dataset.version, features, codes, rows, _layout(dataset))
+
+    def refreshed(self, dataset: lance.LanceDataset) -> "HotTier":
+        """The hot tier of ``dataset``'s version: after appends only (the old fragments
+        unchanged, new ones after them) the new rows are read and added; after any other
+        change (a removal, a compaction, a re-coding) the whole tier is read again."""
+        from ..model import VideoFeatures
+
+        layout = _layout(dataset)
+        if layout[:len(self.layout)] != self.layout or not is_coded(dataset.schema):
+            return HotTier.load(dataset)
+        start = len(self.rows.ids)
+        if dataset.count_rows() == start:
+            return HotTier(dataset.version, self.features, self.codes, self.rows, layout)
+        features, codes, rows = take_hot(dataset, np.arange(start, dataset.count_rows()))
+        return HotTier(dataset.version, VideoFeatures.cat([self.features, features]),
+                       torch.cat([self.codes, codes]), self.rows.concat(rows), layout)
 
     def take(self, offsets: np.ndarray) -> tuple["VideoFeatures", torch.Tensor, Rows]:
         at = np.asarray(offsets, dtype=np.int64)
         index = torch.from_numpy(at)
         return self.features.index(index), self.codes[index], self.rows.select(at)
+
+
+def _layout(dataset: lance.LanceDataset) -> tuple:
+    return tuple((f.fragment_id, f.metadata.num_rows, f.metadata.num_deletions)
+                 for f in dataset.get_fragments())
 
 
 def read_patches(dataset: lance.LanceDataset, offsets: Sequence[int], index: torch.Tensor,

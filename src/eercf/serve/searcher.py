@@ -126,8 +126,11 @@ class Searcher:
     def _load(self) -> State:
         snapshot = self.index.snapshot()
         codec = self.index.pq_codec(snapshot.dataset)
-        hot = store.HotTier.load(snapshot.dataset) if codec is not None and self.hot_in_memory \
-            else None
+        hot = None
+        if codec is not None and self.hot_in_memory:
+            previous = self._state.hot if self._state is not None else None
+            hot = (previous.refreshed(snapshot.dataset) if previous is not None
+                   else store.HotTier.load(snapshot.dataset))
         ids = hot.rows.ids if hot is not None else store.all_ids(snapshot.dataset)
         return State(snapshot, codec, hot, {video_id: i for i, video_id in enumerate(ids)})
 
