@@ -326,6 +326,13 @@ class HotTier:
         features, codes, rows = take_hot(dataset, np.arange(dataset.count_rows()))
         return cls(dataset.version, features, codes, rows, _layout(dataset))
 
+    @staticmethod
+    def follow(held: "HotTier | None", dataset: lance.LanceDataset) -> "HotTier":
+        """The hot tier of ``dataset``'s version, from ``held`` (an earlier one) if it helps."""
+        if held is None:
+            return HotTier.load(dataset)
+        return held if held.version == dataset.version else held.refreshed(dataset)
+
     def refreshed(self, dataset: lance.LanceDataset) -> "HotTier":
         """The hot tier of ``dataset``'s version: after appends only (the old fragments
         unchanged, new ones after them) the new rows are read and added; after any other

@@ -440,11 +440,7 @@ class VideoIndex:
         codec = self.pq_codec(snap.dataset)
         hot = None
         if self.hot_in_memory and codec is not None:
-            if self._hot is None:
-                self._hot = store.HotTier.load(snap.dataset)
-            elif self._hot.version != snap.version:
-                self._hot = self._hot.refreshed(snap.dataset)
-            hot = self._hot
+            hot = self._hot = store.HotTier.follow(self._hot, snap.dataset)
         allowed = None if filter is None else store.matching_offsets(snap.dataset, filter)
         return two_stage(snap.dataset, snap.stage1, text, model, k=k, topk=topk,
                          weights=weights, queries=queries, timings=timings, codec=codec, hot=hot,

@@ -115,6 +115,7 @@ class Searcher:
         self._latency: deque[float] = deque(maxlen=2000)
         self._batch_sizes: deque[int] = deque(maxlen=2000)
         self.searches = 0
+        self._stats: tuple[int, dict[str, Any]] | None = None  # (version, index.stats())
         self._texts: "OrderedDict[str, Any]" = OrderedDict()  # query -> features (worker only)
         self._state = self._load()  # fails loudly at start-up: nothing to serve without it
         self._threads = [threading.Thread(target=self._work, name="eercf-search", daemon=True),
@@ -128,9 +129,8 @@ class Searcher:
         codec = self.index.pq_codec(snapshot.dataset)
         hot = None
         if codec is not None and self.hot_in_memory:
-            previous = self._state.hot if self._state is not None else None
-            hot = (previous.refreshed(snapshot.dataset) if previous is not None
-                   else store.HotTier.load(snapshot.dataset))
+            hot = store.HotTier.follow(self._state.hot if self._state is not None else None,
+                                       snapshot.dataset)
         ids = hot.rows.ids if hot is not None else store.all_ids(snapshot.dataset)
         return State(snapshot, codec, hot, {video_id: i for i, video_id in enumerate(ids)})
 
@@ -267,7 +267,10 @@ class Searcher:
     def report(self) -> dict[str, Any]:
         """What ``GET /api/index`` shows: the collection, the model, sizes and timings."""
         state = self.state()
-        stats = self.index.stats()
+        if self._stats is None or self._stats[0] != state.version:
+            # sizes list every file of the index (slow on object storage): once per version
+            self._stats = (state.version, self.index.stats())
+        stats = self._stats[1]
         latency = sorted(self._latency)
         timings: dict[str, Any] = {"searches": self.searches,
                                    "batches": len(self._batch_sizes)}
