@@ -134,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         total = time.perf_counter() - started
         print(f"\ndemo finished in {total:.0f} s ("
               + ", ".join(f"{k} {v:.0f} s" for k, v in steps.items()) + ")")
+        print(f"search it in a browser: eercf serve {shlex.quote(str(index))}   "
+              "(then open http://127.0.0.1:8000/)")
     if args.json:
         print(json.dumps({"metrics": results,
                           "searches": [{**r.to_dict(), "expected": expected[r.query], "check": c}
