@@ -33,17 +33,20 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220),
            "yellow": (230, 220, 30), "white": (240, 240, 240), "purple": (150, 30, 160)}
 
 
-def write_video(path: Path, colour: tuple[int, int, int], frames: int = 16, fps: int = 8) -> Path:
-    """A 64x64 clip of a square of ``colour`` moving left to right."""
+def write_video(path: Path, colour: tuple[int, int, int], frames: int = 16, fps: int = 8,
+                size: tuple[int, int] = (64, 64)) -> Path:
+    """A ``size`` (width, height) clip of a square of ``colour`` moving left to right."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    side, top = height // 4, (height - height // 4) // 2
     with av.open(str(path), "w") as container:
         stream = container.add_stream(CODEC, rate=Fraction(fps))
-        stream.width = stream.height = 64
+        stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         for i in range(frames):
-            pixels = np.zeros((64, 64, 3), np.uint8)
-            x = 2 + 3 * i
-            pixels[24:40, x:x + 16] = colour
+            pixels = np.zeros((height, width, 3), np.uint8)
+            x = 2 + 3 * i * width // 64  # leaves the frame after about 20 frames at 64 px
+            pixels[top:top + side, x:x + side] = colour
             container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         container.mux(stream.encode())
     return path

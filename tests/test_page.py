@@ -9,11 +9,7 @@ import shutil
 import socket
 import threading
 import time
-from fractions import Fraction
-from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 import torch
 
@@ -23,6 +19,7 @@ from eercf.model import EERCF
 from eercf.model.config import get_model_config
 from eercf.model.tokenizer import CLIPTokenizer
 from eercf.serve import create_app
+from test_index_cli import write_video
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/lib/chromium/chromium",
                              shutil.which("chromium-browser")) if p and os.path.exists(p)), None)
@@ -30,22 +27,6 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromiu
                                 "(bash scripts/browser.sh installs it)")
 SHAPES = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 80, 230),
           "yellow": (235, 210, 40), "white": (235, 235, 235)}
-
-
-def write_clip(path: Path, colour, seconds: float = 4.0, fps: int = 10) -> None:
-    """A 160x120 H.264 clip of a square crossing a dark background."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
-        frames = int(seconds * fps)
-        for i in range(frames):
-            pixels = np.full((120, 160, 3), 25, np.uint8)
-            x = 10 + int(110 * i / frames)
-            pixels[40:80, x:x + 40] = colour
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
-        container.mux(stream.encode())
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +37,7 @@ def server(tmp_path_factory):
     model.tokenizer = CLIPTokenizer.train([f"a {c} square crosses" for c in SHAPES] * 3, 600)
     eercf.save_model(model, root / "model")
     for name, colour in SHAPES.items():
-        write_clip(root / "media" / f"{name}.mp4", colour)
+        write_video(root / "media" / f"{name}.mp4", colour, frames=40, fps=10, size=(160, 120))
     assert main(["index", str(root / "media"), "--model", str(root / "model"), "--index",
                  str(root / "index"), "--workers", "0"]) == 0
     import uvicorn

@@ -97,7 +97,8 @@ def test_concurrent_searches_are_batched_and_answered_alike(client):
         assert response.status_code == 200
         assert [h["video_id"] for h in response.json()["hits"]] == [h["video_id"] for h in alone[q]]
     timings = client.get("/api/index").json()["timings"]
-    assert timings["searches"] >= 2 * len(queries) and timings["batches"] <= timings["searches"]
+    # 24 requests at once from 8 threads: some must have shared a batch
+    assert timings["searches"] >= 2 * len(queries) and timings["batches"] < timings["searches"]
 
 
 def test_filter_keeps_k_hits_among_the_matching(client):

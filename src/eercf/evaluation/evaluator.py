@@ -23,6 +23,7 @@ from .metrics import apply_dual_softmax, multi_caption_metrics
 
 if TYPE_CHECKING:
     from ..data.datasets import VideoRecord
+    from ..index.codecs import PQCodec
     from ..model import EERCF, VideoFeatures, VideoTransform
 
 MODES = ("video", "two_stage", "two_stage_paper", "all_pairs")

@@ -4,7 +4,7 @@ transform the index records; a video that cannot be decoded is reported and skip
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..data.sources import stored_uri
 
@@ -18,13 +18,11 @@ SAVE_STAGE1_EVERY = 60.0  # seconds between stage-1 file writes during a long ru
 
 def ingest(index: "VideoIndex", model: "EERCF", records: Sequence["VideoRecord"], *,
            batch_size: int = 16, workers: int = 2, progress: bool = True,
-           metadata: dict[str, dict[str, Any]] | None = None,
-           on_batch: Callable[[int, list[str]], None] | None = None) -> dict[str, Any]:
+           metadata: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Add the videos of ``records`` that the index does not hold yet, holding the writer lock
     for the whole run. Returns ``{"added", "skipped", "failed": [{"video", "path", "error"}],
     "videos", "seconds"}``; each video's row keeps its absolute uri, duration, frame times and
-    as metadata ``metadata[video_id]`` if given, else its captions. ``on_batch(done, added)``
-    hears after each batch how many videos are through and the ids just committed."""
+    as metadata ``metadata[video_id]`` if given, else its captions."""
     from ..data.loader import VideoClips, make_loader
     from ..model.encode import encode_videos
 
@@ -40,40 +38,40 @@ def ingest(index: "VideoIndex", model: "EERCF", records: Sequence["VideoRecord"]
             # the index holds a Lance dataset, whose threads make forking unsafe
             loader = make_loader(VideoClips(todo, transform), batch_size=batch_size,
                                  workers=workers, start_method="forkserver")
-            last_save, done = time.monotonic(), 0
+            last_save = time.monotonic()
             for batch, features in encode_videos(model, loader, precision=transform.precision,
                                                  progress=progress):
                 summary["failed"].extend({"video": f["video_id"], "path": f["path"],
                                           "error": f["reason"]} for f in batch["failed"])
-                done += len(batch["failed"])
                 if features is None:
-                    if on_batch:
-                        on_batch(done, [])
                     continue
                 rows = [todo[int(i)] for i in batch["index"]]
                 save = time.monotonic() - last_save > SAVE_STAGE1_EVERY
                 summary["added"] += index.add(
                     [r.video_id for r in rows], [stored_uri(r.path) for r in rows],
                     batch["duration"], batch["timestamps"], features,
-                    [_metadata(r, metadata) for r in rows], save_stage1=save)
+                    [record_metadata(r, metadata) for r in rows], save_stage1=save)
                 last_save = time.monotonic() if save else last_save
-                done += len(rows)
-                if on_batch:
-                    on_batch(done, [r.video_id for r in rows])
             index.save_stage1()
-        # a pq codebook trains on the whole collection once it is in (an index of the same
-        # videos then scores exactly as ``eercf eval`` does); later runs encode with it
-        if index.codec != index.stored_codec() and not index.apply_codec():
-            summary["codec_note"] = (f"too few patches for a pq codebook yet: kept exact; "
-                                     f"eercf index --reindex --codec pq once it has more")
-        summary["codec"] = index.stored_codec()
+        settle_codec(index, summary)
     summary["videos"] = len(index)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     return summary
 
 
-def _metadata(record: "VideoRecord", given: dict[str, dict[str, Any]] | None
-              ) -> dict[str, Any] | None:
+def settle_codec(index: "VideoIndex", summary: dict[str, Any]) -> None:
+    """After an ingest (writer lock held): a pq codebook trains on the whole collection once it
+    is in (an index of the same videos then scores exactly as ``eercf eval`` does); later runs
+    encode with it. Notes the codec, and a fallback to exact, in ``summary``."""
+    if index.codec != index.stored_codec() and not index.apply_codec():
+        summary["codec_note"] = ("too few patches for a pq codebook yet: kept exact; "
+                                 "eercf index --reindex --codec pq once it has more")
+    summary["codec"] = index.stored_codec()
+
+
+def record_metadata(record: "VideoRecord", given: dict[str, dict[str, Any]] | None = None
+                    ) -> dict[str, Any] | None:
+    """What a video's row keeps as metadata: ``given[video_id]``, else its captions."""
     if given is not None and record.video_id in given:
         return given[record.video_id]
     return {"captions": record.captions} if record.captions else None

@@ -79,6 +79,7 @@ class Location:
 
     uri: str
     options: dict[str, str] = field(default_factory=dict)
+    _filesystem: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, where: "str | os.PathLike | Location") -> "Location":
@@ -102,7 +103,13 @@ class Location:
 
     # ------------------------------------------------------------------ small files
     def _fs(self):
-        """pyarrow's filesystem for this location and the path of the prefix in it."""
+        """pyarrow's filesystem for this location and the path of the prefix in it (made once:
+        an S3 filesystem holds a client and its connections)."""
+        if self._filesystem is None:
+            self._filesystem = self._make_fs()
+        return self._filesystem
+
+    def _make_fs(self):
         import pyarrow.fs as pafs
 
         if self.local is not None:

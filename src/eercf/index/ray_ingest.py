@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import EercfError
 from . import store
+from .ingest import record_metadata, settle_codec
 
 if TYPE_CHECKING:
     from ..data.datasets import VideoRecord
@@ -58,13 +59,14 @@ def _decode(batch: dict[str, np.ndarray], transform: "VideoTransform") -> dict[s
         out["timestamps"].append("[]" if failed else json.dumps([float(t) for t in item["timestamps"]]))
         out["duration"].append(float("nan") if failed or item["duration"] is None
                                else float(item["duration"]))
+    out["metadata"] = [str(m) for m in batch["metadata"]]  # passed through to the encoder
     return {k: np.stack(v) if k in ("frames", "mask") else np.asarray(v) for k, v in out.items()}
 
 
 class _Encoder:
     """Ray actor: encode decoded videos and write them as fragments of the index's store."""
 
-    def __init__(self, index_uri: str, source: str, metadata: dict[str, dict]):
+    def __init__(self, index_uri: str, source: str):
         import torch
 
         from ..weights import load_model
@@ -73,7 +75,6 @@ class _Encoder:
         self.index = VideoIndex.open(index_uri)
         self.model = load_model(source, device="cuda" if torch.cuda.is_available() else None)
         self.model.eval()
-        self.metadata = metadata
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         import lance
@@ -97,7 +98,7 @@ class _Encoder:
             table = store.to_table(store.write_schema(dataset.schema), ids,
                                    [stored_uri(str(batch["path"][i])) for i in ok], durations,
                                    [json.loads(batch["timestamps"][i]) for i in ok], features,
-                                   [self.metadata.get(v) for v in ids],
+                                   [json.loads(batch["metadata"][i]) for i in ok],
                                    self.index.pq_codec(dataset))
             written = lance.fragment.write_fragments(
                 table, self.index.location.join(store.DATASET), schema=table.schema,
@@ -139,9 +140,9 @@ def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address
         todo = [r for r in records if r.video_id not in present]
         summary["skipped"] = len(records) - len(todo)
         if todo:
-            metadata = {r.video_id: {"captions": r.captions} for r in todo if r.captions}
             items = [{"video_id": r.video_id, "path": str(r.path),
-                      "span": json.dumps(list(r.span)) if r.span else ""} for r in todo]
+                      "span": json.dumps(list(r.span)) if r.span else "",
+                      "metadata": json.dumps(record_metadata(r))} for r in todo]
             ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // batch_size))
             ds = ds.map_batches(_decode, batch_size=batch_size, fn_kwargs={"transform": transform},
                                 num_cpus=1)
@@ -149,7 +150,7 @@ def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address
             ds = ds.map_batches(_Encoder, batch_size=batch_size, concurrency=pool,
                                 num_gpus=1 if gpus else 0,
                                 fn_constructor_kwargs={"index_uri": str(index.folder),
-                                                       "source": source, "metadata": metadata})
+                                                       "source": source})
             pending: list = []
             pending_videos = 0
 
@@ -181,10 +182,7 @@ def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address
                     if pending_videos >= commit_every:
                         commit()
             commit()
-        if index.codec != index.stored_codec() and not index.apply_codec():
-            summary["codec_note"] = ("too few patches for a pq codebook yet: kept exact; "
-                                     "eercf index --reindex --codec pq once it has more")
-        summary["codec"] = index.stored_codec()
+        settle_codec(index, summary)
     summary["videos"] = len(index)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     summary["ray"] = {"address": address or "local", "gpus": gpus,

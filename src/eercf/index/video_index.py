@@ -424,10 +424,9 @@ class VideoIndex:
     def search_encoded(self, text: torch.Tensor, k: int = 10, topk: int | None = None,
                        model: "EERCF | None" = None, weights: dict[str, float] | None = None,
                        queries: Sequence[str | None] | None = None,
-                       timings: dict[str, float] | None = None, filter: str | None = None,
-                       snapshot: Snapshot | None = None) -> list["SearchResult"]:
-        """:meth:`search` for already encoded texts ``[T, D]`` (``model.encode_text``), in
-        ``snapshot`` (default: the latest version)."""
+                       timings: dict[str, float] | None = None, filter: str | None = None
+                       ) -> list["SearchResult"]:
+        """:meth:`search` for already encoded texts ``[T, D]`` (``model.encode_text``)."""
         from .search import two_stage
 
         model = self.model() if model is None else model
@@ -436,7 +435,7 @@ class VideoIndex:
             raise EercfError(f"query features must be [queries, {self.model_info.embed_dim}], "
                              f"got {tuple(text.shape)}")
         topk = model.default_topk() if topk is None else int(topk)
-        snap = self.snapshot() if snapshot is None else snapshot
+        snap = self.snapshot()
         codec = self.pq_codec(snap.dataset)
         hot = None
         if self.hot_in_memory and codec is not None:

@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from ..errors import EercfError
 from ..index import VideoIndex, store
 from ..index.search import SearchResult, two_stage
+from ..model.encode import encode_texts
 
 if TYPE_CHECKING:
     from ..index.codecs import PQCodec
@@ -191,10 +193,6 @@ class Searcher:
         return batch
 
     def _work(self) -> None:
-        import torch
-
-        from ..model.encode import encode_texts
-
         last_requests = 0
         while not self._stop.is_set():
             batch = self._take_batch(GATHER_SECONDS if last_requests > 1 else 0.0)
@@ -205,7 +203,7 @@ class Searcher:
                 state = self.state()
                 texts = [q for request in batch for q in request.queries]
                 started = time.perf_counter()
-                encoded = self._encode(texts, encode_texts, torch)
+                encoded = self._encode(texts)
                 encode_seconds = time.perf_counter() - started
             except BaseException as err:  # noqa: BLE001 - every request hears why
                 for request in batch:
@@ -219,7 +217,7 @@ class Searcher:
             for members in groups.values():
                 self._run_group(state, encoded, members, encode_seconds)
 
-    def _encode(self, texts: list[str], encode_texts, torch):
+    def _encode(self, texts: list[str]) -> torch.Tensor:
         """Query features ``[T, D]``, from the cache where a text was encoded before."""
         todo = sorted({t for t in texts if t not in self._texts})
         if todo:
@@ -235,8 +233,6 @@ class Searcher:
 
     def _run_group(self, state: State, encoded, members: list[tuple[Request, int]],
                    encode_seconds: float) -> None:
-        import torch
-
         first = members[0][0]
         rows = torch.cat([torch.arange(start, start + len(r.queries)) for r, start in members])
         try:
