@@ -202,21 +202,21 @@ def test_stats_from_the_command_line(coded, capsys):
 def test_hot_tier_in_memory_follows_appends_and_removals(coded, model, monkeypatch):
     """After an append the held hot tier gains the new rows only; after a removal it is read
     again; either way it equals a fresh load, and searches equal the store's."""
-    from eercf.index import store
+    from eercf.index.hot import HotTier
 
     index, _ = coded
-    held = store.HotTier.load(index.snapshot().dataset)
+    held = HotTier.load(index.snapshot().dataset)
     add(index, [f"c{i}" for i in range(7)], clustered_features(7, 4))
     loads = []
-    real_load = store.HotTier.load.__func__
-    monkeypatch.setattr(store.HotTier, "load",
+    real_load = HotTier.load.__func__
+    monkeypatch.setattr(HotTier, "load",
                         classmethod(lambda cls, d: loads.append(d.version) or real_load(cls, d)))
     for change in ("append", "remove"):
         dataset = index.snapshot().dataset
         loads.clear()
         refreshed = held.refreshed(dataset)
         assert len(loads) == (0 if change == "append" else 1)  # appends read the new rows only
-        fresh = store.HotTier.load(dataset)
+        fresh = HotTier.load(dataset)
         assert refreshed.version == fresh.version and refreshed.rows.ids == fresh.rows.ids
         torch.testing.assert_close(refreshed.codes, fresh.codes, rtol=0, atol=0)
         torch.testing.assert_close(refreshed.features.temporal, fresh.features.temporal,

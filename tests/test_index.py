@@ -129,10 +129,17 @@ def test_hits_report_moment_and_where(filled, model):
 def test_matched_moment_window():
     times = np.array([0.5, 1.5, 2.5, 3.5, 4.5, np.nan], dtype=np.float32)
     mask = np.array([1, 1, 1, 1, 1, 0], dtype=bool)
-    weights = np.array([0.05, 0.3, 0.4, 0.19, 0.06, 0.0])
+    weights = np.array([0.05, 0.3, 0.4, 0.05, 0.01, 0.0])  # logits -3.0 -1.2 -0.9 -3.0 -4.6
     m = matched_moment(weights, times, mask, duration=5.0)
-    assert (m.time, m.start, m.end) == (2.5, 1.0, 3.0)  # frames 1-2 (>= 0.2), to midpoints
-    m = matched_moment(np.array([0.9, 0.05, 0.0, 0.0, 0.05, 0.0]), times, mask, duration=5.0)
+    assert (m.time, m.start, m.end) == (2.5, 1.0, 3.0)  # frames 1-2 (>= -2.75), to midpoints
+    m = matched_moment(np.full(6, 0.2), times, mask, duration=5.0)
+    assert (m.start, m.end) == (0.0, 5.0)  # every frame as good: the whole video
+    m = matched_moment(weights, times + 60, mask, duration=600.0, span=(60.0, 66.0))
+    assert (m.time, m.start, m.end) == (62.5, 61.0, 63.0)  # a segment: its own timeline
+    m = matched_moment(np.array([0.0, 0.0, 0.0, 0.4, 0.6, 0.0]), times + 60, mask,
+                       duration=600.0, span=(60.0, 65.0))
+    assert (m.start, m.end) == (63.0, 65.0)  # the segment's end, not the video's
+    m = matched_moment(np.array([0.9, 1e-4, 0.0, 0.0, 0.05, 0.0]), times, mask, duration=5.0)
     assert (m.time, m.start, m.end) == (0.5, 0.0, 1.0)  # first frame: from the start
     m = matched_moment(np.array([0.0, 0.0, 0.0, 0.4, 0.6, 0.0]), times, mask, duration=None)
     assert (m.time, m.start, m.end) == (4.5, 3.0, 5.0)  # last frame, no duration: half a gap

@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "file listing one video path per line, or with --dataset the root of a "
                     "benchmark split. Videos already in the index are skipped, so an "
                     "interrupted run resumes; each batch is committed whole; videos that "
-                    "cannot be decoded are reported at the end and skipped.")
+                    "cannot be decoded are reported at the end and skipped. A video longer "
+                    "than --long-after is stored as overlapping segments, committed together.")
     p.add_argument("source", metavar="SOURCE", nargs="?",
                    help="folder of videos, list file, or dataset root (with --dataset)")
     p.add_argument("--index", required=True, metavar="DIR",
@@ -45,6 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default pq: product-quantisation codes read for every candidate, "
                         "exact patches read only for the few the codes select; exact: fp16 "
                         "patches read whole; docs/search.md compares them)")
+    p.add_argument("--segment", type=float, default=None, metavar="SECONDS",
+                   help="store a long video as overlapping segments this long (default 12; "
+                        "recorded when creating, used by later runs; docs/search.md)")
+    p.add_argument("--stride", type=float, default=None, metavar="SECONDS",
+                   help="seconds between segment starts (default 6)")
+    p.add_argument("--long-after", type=float, default=None, metavar="SECONDS",
+                   help="videos longer than this are segmented (default 40)")
+    p.add_argument("--no-segments", action="store_true",
+                   help="keep every video whole, however long")
     p.add_argument("--batch-size", type=int, default=16, help="videos per batch and commit (default 16)")
     p.add_argument("--workers", type=int, default=2, help="decoding worker processes (default 2)")
     p.add_argument("--frames", type=int, default=None,
@@ -95,13 +105,14 @@ def _stats(args: argparse.Namespace) -> int:
         raise EercfError("--stats only reads: it takes no SOURCE, --remove or --reindex")
     stats = VideoIndex.open(args.index).stats()
     if args.json:
-        print(json.dumps({key: stats[key] for key in ("videos", "codec", "bytes_per_video")}))
+        print(json.dumps({key: stats[key] for key in ("videos", "rows", "codec", "bytes_per_video")}))
         return 0
     sizes = stats["bytes_per_video"]
     chosen = "" if stats["chosen_codec"] == stats["codec"] else (
         f" (chosen: {stats['chosen_codec']}; eercf index --reindex --codec "
         f"{stats['chosen_codec']} once the collection is large enough)")
-    print(f"{args.index}: {stats['videos']} video(s), codec {stats['codec']}{chosen}")
+    rows = f" in {stats['rows']} rows (segments)" if stats["rows"] != stats["videos"] else ""
+    print(f"{args.index}: {stats['videos']} video(s){rows}, codec {stats['codec']}{chosen}")
     print(f"  bytes per video: hot {sizes['hot']:,} (read for every stage-2 candidate), "
           f"cold {sizes['cold']:,} (read only where the codes point), stage 1 {sizes['stage1']:,}")
     print(f"  on disk: {stats['bytes_on_disk']:,} bytes (every kept version)")
@@ -163,7 +174,7 @@ def _add(args: argparse.Namespace) -> dict[str, Any]:
             raise EercfError(f"--frames {transform.frames} exceeds the model's {model.max_frames}")
         index = VideoIndex.create(folder, ModelInfo.of(model, source=args.model, transform=transform),
                                   args.index_factory or "Flat", args.search_params or "",
-                                  codec=args.codec or "pq")
+                                  codec=args.codec or "pq", segmenting=_segmenting(args, None))
     if args.device:
         model = model.to(args.device)
     if args.ray is not None:
@@ -172,8 +183,30 @@ def _add(args: argparse.Namespace) -> dict[str, Any]:
         summary = ray_ingest(index, records, address=args.ray, batch_size=args.batch_size,
                              commit_every=args.commit_every)
     else:
-        summary = ingest(index, model, records, batch_size=args.batch_size, workers=args.workers)
+        summary = ingest(index, model, records, batch_size=args.batch_size, workers=args.workers,
+                         segmenting=_segmenting(args, index))
     return {"index": str(index.folder), "source": args.source, **summary}
+
+
+def _segmenting(args: argparse.Namespace, index: Any) -> Any:
+    """How this run cuts long videos: the flags over the index's record (the defaults when
+    creating); --no-segments keeps every video whole."""
+    from dataclasses import replace
+
+    from ..index.segments import Segmenting
+
+    given = {name: getattr(args, name) for name in ("segment", "stride", "long_after")
+             if getattr(args, name) is not None}
+    if args.no_segments:
+        if given:
+            raise EercfError("--no-segments contradicts --segment/--stride/--long-after")
+        return None
+    if index is not None and not given:
+        return index.segmenting
+    base = (index.segmenting if index is not None else None) or Segmenting()
+    if "segment" in given and "stride" not in given:
+        given["stride"] = min(base.stride, given["segment"])
+    return replace(base, **given)
 
 
 def _records(args: argparse.Namespace) -> list["VideoRecord"]:
@@ -201,7 +234,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"re-indexed {summary['index']} ({r['index_factory']}, codec {r['codec']}) in "
               f"{r['seconds']:.1f} s")
     if "added" in summary:
-        print(f"added {summary['added']} video(s) to {summary['index']} in "
+        cut = f" ({summary['segments']} segments)" if summary.get("segments") else ""
+        print(f"added {summary['added']} video(s){cut} to {summary['index']} in "
               f"{summary['seconds']:.1f} s; {summary['skipped']} already there")
     for item in summary.get("failed", []):
         print(f"  skipped {item['path']}: {item['error']}", file=sys.stderr)

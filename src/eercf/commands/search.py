@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Search an index built by `eercf index`. Stage 1 recalls the top --topk "
                     "videos by the video-level score through FAISS; stage 2 re-scores only "
                     "those with the frame- and patch-level scores. Each hit reports the moment "
-                    "(seconds) and the patch-grid cell that matched.")
+                    "(seconds, in the video's own timeline) and the patch-grid cell that "
+                    "matched; a long video stored as segments comes back once, with its "
+                    "other strong moments.")
     p.add_argument("index", metavar="DIR", help="index folder, or s3://bucket/prefix")
     p.add_argument("queries", metavar="QUERY", nargs="+", help="text queries (searched as one batch)")
     p.add_argument("-k", type=int, default=10, help="hits per query (default 10)")
@@ -32,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="search only the videos matching a Lance filter expression over id, "
                         "uri, duration and metadata (JSON text), e.g. \"duration > 10\" or "
                         "\"metadata LIKE '%%cat%%'\"")
+    p.add_argument("--per", choices=("video", "segment"), default="video",
+                   help="one hit per video (default: a long video's best segment, with its "
+                        "other strong moments) or per stored segment")
+    p.add_argument("--video", default=None, metavar="ID",
+                   help="search inside this one video: its moments, best first")
     p.add_argument("--model", default=None,
                    help="query model (default: the one recorded in the index; must match it)")
     p.add_argument("--device", default=None, help="torch device for the model (default cpu)")
@@ -53,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         if args.device is not None:
             model = model.to(args.device)
     results = index.search(args.queries, k=args.k, topk=args.topk, model=model, weights=weights,
-                           filter=args.filter)
+                           filter=args.filter, per=args.per, video=args.video)
     if args.json:
         objects = [r.to_dict() for r in results]
         json.dump(objects[0] if len(objects) == 1 else objects, sys.stdout, indent=1)
@@ -75,8 +82,9 @@ def _row(rank: int, hit: "Hit") -> list[str]:
         moment = f"{_time(hit.moment.time)} [{_time(hit.moment.start)}-{_time(hit.moment.end)}]"
     if hit.where is not None:
         where = f"frame {hit.where.frame} @{_time(hit.where.time)} row {hit.where.row} col {hit.where.col}"
+    others = ", ".join(f"{_time(m.start)}-{_time(m.end)}" for m in hit.moments[1:4])
     return [str(rank), hit.video_id, score, f"{hit.stage1_score:.3f} (#{hit.stage1_rank})",
-            moment, where, hit.uri or ""]
+            moment, where, others, hit.uri or ""]
 
 
 def print_table(result: "SearchResult") -> None:
@@ -87,7 +95,8 @@ def print_table(result: "SearchResult") -> None:
     if not result.hits:
         print("  no videos in the index")
         return
-    header = ["#", "video", "score", "stage 1 (rank)", "moment [window]", "where", "uri"]
+    header = ["#", "video", "score", "stage 1 (rank)", "moment [window]", "where",
+              "other moments", "uri"]
     rows = [header] + [_row(i + 1, hit) for i, hit in enumerate(result.hits)]
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
     for r in rows:

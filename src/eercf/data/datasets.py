@@ -9,151 +9,19 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import os
 import pickle
-import warnings
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import EercfError
-from .video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from ._common import (DatasetWarning, VideoRecord, _check_split, _media_roots, _read_json,
+                      _read_lines, _records, _reject_options, _report, _require, _text)
+from .generic import _generic
+
+__all__ = ["DATASETS", "DatasetWarning", "VideoRecord", "load_dataset"]
 
 DATASETS = ("msrvtt", "msvd", "didemo", "activitynet", "vatex", "lsmdc", "generic")
-SHOWN_PROBLEMS = 10  # a warning lists this many bad rows by name, then counts the rest
-
-
-class DatasetWarning(UserWarning):
-    """Annotation rows or videos that were skipped (listed in the message)."""
-
-
-@dataclass
-class VideoRecord:
-    """One video of a split: where it is, its captions, and the part of it they describe."""
-
-    video_id: str
-    path: Path
-    captions: list[str]
-    split: str
-    span: tuple[float, float] | None = None
-
-
-# ----------------------------------------------------------------------------- helpers
-
-def _require(path: Path) -> Path:
-    if not path.is_file():
-        raise EercfError(f"{path}: annotation file not found")
-    return path
-
-
-def _report(source: Path | str, what: str, problems: list[str]) -> None:
-    if not problems:
-        return
-    shown = "; ".join(problems[:SHOWN_PROBLEMS])
-    more = f"; and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
-    warnings.warn(f"{source}: skipped {len(problems)} {what}: {shown}{more}", DatasetWarning,
-                  stacklevel=4)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(_require(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise EercfError(f"{path}: not valid JSON ({err})") from None
-
-
-def _read_lines(path: Path) -> list[str]:
-    return [line.strip() for line in _require(path).read_text(encoding="utf-8").splitlines()
-            if line.strip()]
-
-
-def _text(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ""
-
-
-def _check_split(name: str, split: str, splits: Iterable[str]) -> None:
-    if split not in splits:
-        raise EercfError(f"{name}: unknown split {split!r}; choose one of {', '.join(splits)}")
-
-
-class _MediaIndex:
-    """Every video file and frame folder under some folders, found by file name, by name
-    without extension, and (ActivityNet) without the ``v_`` prefix: one walk, then lookups."""
-
-    def __init__(self, roots: list[Path]):
-        self.roots = [r for r in roots if r.is_dir()]
-        self.files: dict[str, Path] = {}
-        self.stems: dict[str, Path] = {}
-        self.folders: dict[str, Path] = {}
-        seen: set[str] = set()  # real paths walked: a symlink loop is entered once
-        for root in self.roots:
-            for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-                real = os.path.realpath(dirpath)
-                if real in seen:
-                    dirnames.clear()
-                    continue
-                seen.add(real)
-                folder = Path(dirpath)
-                if folder != root and any(Path(f).suffix.lower() in IMAGE_EXTENSIONS
-                                          for f in filenames):
-                    self.folders.setdefault(folder.name, folder)
-                for name in filenames:
-                    if Path(name).suffix.lower() in VIDEO_EXTENSIONS:
-                        self.files.setdefault(name, folder / name)
-                        self.stems.setdefault(Path(name).stem, folder / name)
-
-    def find(self, video_id: str) -> Path | None:
-        names = [video_id]
-        if Path(video_id).suffix.lower() in VIDEO_EXTENSIONS:
-            names.append(Path(video_id).stem)
-        if video_id.startswith("v_"):
-            names.append(video_id[2:])
-        for name in names:
-            for table in (self.files, self.stems, self.folders):
-                if name in table:
-                    return table[name]
-        return None
-
-
-def _media_roots(root: Path, defaults: tuple[str, ...], options: dict) -> list[Path]:
-    videos = options.pop("videos", None)
-    if videos is not None:
-        roots = [Path(videos)]
-        if not roots[0].is_dir():
-            raise EercfError(f"{roots[0]}: video folder not found")
-        return roots
-    roots = [root / d for d in defaults]
-    if not any(r.is_dir() for r in roots):
-        raise EercfError(f"{root}: no video folder found (looked for "
-                         f"{', '.join(defaults)}); pass videos=FOLDER")
-    return roots
-
-
-def _records(name: str, root: Path, split: str, captions: dict[str, list[str]],
-             spans: dict[str, tuple[float, float]] | None, media_roots: list[Path]) -> list[VideoRecord]:
-    """Attach each captioned video id to its file; ids with no file are reported and skipped."""
-    index = _MediaIndex(media_roots)
-    records, missing = [], []
-    for video_id, texts in captions.items():
-        path = index.find(video_id)
-        if path is None:
-            missing.append(video_id)
-            continue
-        records.append(VideoRecord(video_id=video_id, path=path, captions=texts, split=split,
-                                   span=(spans or {}).get(video_id)))
-    _report(", ".join(str(r) for r in index.roots), f"{name} {split} videos with no video file "
-            "or frame folder", missing)
-    if not records:
-        raise EercfError(f"{root}: none of the {len(captions)} {name} {split} videos were found "
-                         f"under {', '.join(str(r) for r in index.roots)}")
-    return records
-
-
-def _reject_options(name: str, options: dict) -> None:
-    if options:
-        raise EercfError(f"{name}: unknown option(s) {', '.join(sorted(options))}")
 
 
 # ----------------------------------------------------------------------------- MSR-VTT
@@ -261,6 +129,7 @@ def _didemo(root: Path, split: str, options: dict) -> list[VideoRecord]:
     if not isinstance(items, list):
         raise EercfError(f"{data_file}: expected a list of annotations")
     sentences: dict[str, list[str]] = {}
+    times: dict[str, list[tuple[float, float]]] = {}
     problems = []
     for n, item in enumerate(items):
         video_id = _text(item.get("video")) if isinstance(item, dict) else ""
@@ -271,10 +140,25 @@ def _didemo(root: Path, split: str, options: dict) -> list[VideoRecord]:
             problems.append(f"item {n}: video {video_id} not in {split}_list.txt")
         else:
             sentences.setdefault(video_id, []).append(description)
+            times.setdefault(video_id, []).append(_didemo_moment(item.get("times")))
     _report(data_file, "annotations", problems)
     captions = {v: [" ".join(s)] if paragraph else s for v, s in sentences.items()}
     spans = {v: (0.0, DIDEMO_ANNOTATED_SECONDS) for v in captions}
-    return _records("didemo", root, split, captions, spans, media)
+    records = _records("didemo", root, split, captions, spans, media)
+    if not paragraph:
+        for record in records:
+            record.moments = times[record.video_id]
+    return records
+
+
+def _didemo_moment(times: Any) -> tuple[float, float]:
+    """A DiDeMo description's moment: the annotators' most common pair of 5-second chunks
+    ``[first, last]`` (the usual protocol), as seconds; the whole 30 s when none is given."""
+    pairs = [tuple(t) for t in times or () if isinstance(t, (list, tuple)) and len(t) == 2]
+    if not pairs:
+        return 0.0, DIDEMO_ANNOTATED_SECONDS
+    first, last = max(set(pairs), key=pairs.count)
+    return 5.0 * float(first), 5.0 * (float(last) + 1)
 
 
 # ----------------------------------------------------------------------------- ActivityNet
@@ -292,17 +176,25 @@ def _activitynet(root: Path, split: str, options: dict) -> list[VideoRecord]:
     data = _read_json(data_file)
     if not isinstance(ids, list) or not isinstance(data, dict):
         raise EercfError(f"{ids_file} / {data_file}: expected a list of ids and an object of videos")
-    captions, problems = {}, []
+    captions, moments, problems = {}, {}, []
     for video_id in ids:
         entry = data.get(video_id)
-        texts = [_text(s) for s in entry.get("sentences", [])] if isinstance(entry, dict) else []
-        texts = [t for t in texts if t]
-        if not texts:
+        pairs = list(zip(entry.get("sentences", []), entry.get("timestamps") or [None] * len(
+            entry.get("sentences", [])))) if isinstance(entry, dict) else []
+        pairs = [(_text(s), t) for s, t in pairs if _text(s)]
+        if not pairs:
             problems.append(f"{video_id}: {'no sentences' if entry else 'unknown video id'}")
             continue
+        texts = [text for text, _ in pairs]
         captions[video_id] = [" ".join(texts)] if paragraph else texts
+        if all(isinstance(t, (list, tuple)) and len(t) == 2 for _, t in pairs):
+            moments[video_id] = [(float(t[0]), float(t[1])) for _, t in pairs]
     _report(data_file, f"activitynet {split} videos", problems)
-    return _records("activitynet", root, split, captions, None, media)
+    records = _records("activitynet", root, split, captions, None, media)
+    if not paragraph:
+        for record in records:
+            record.moments = moments.get(record.video_id)
+    return records
 
 
 # ----------------------------------------------------------------------------- VATEX
@@ -361,67 +253,6 @@ def _lsmdc(root: Path, split: str, options: dict) -> list[VideoRecord]:
 
 
 # ----------------------------------------------------------------------------- generic
-
-def _generic_rows(path: Path) -> Iterable[tuple[str, dict]]:
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
-            for line, row in enumerate(csv.DictReader(handle), start=2):
-                yield f"line {line}", row
-        return
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError:
-            row = None
-        yield f"line {line}", row if isinstance(row, dict) else {}
-
-
-def _generic(root: Path, split: str, options: dict) -> list[VideoRecord]:
-    """A CSV or JSONL file with ``video`` (path, relative to the file) and ``caption``, and
-    optionally ``split``, ``video_id``, ``start``/``end`` (seconds). Rows without a split
-    belong to every split."""
-    _reject_options("generic", options)
-    if root.is_dir():
-        found = [root / n for n in ("annotations.csv", "annotations.jsonl") if (root / n).is_file()]
-        if not found:
-            raise EercfError(f"{root}: no annotations.csv or annotations.jsonl")
-        root = found[0]
-    if root.suffix.lower() not in (".csv", ".jsonl", ".json"):
-        raise EercfError(f"{root}: generic annotations must be a .csv or .jsonl file")
-    _require(root)
-    records: dict[Path, VideoRecord] = {}
-    problems = []
-    for where, row in _generic_rows(root):
-        video, caption = _text(row.get("video")), _text(row.get("caption"))
-        if not video or not caption:
-            problems.append(f"{where}: missing {'video' if not video else 'caption'}")
-            continue
-        row_split = _text(row.get("split"))
-        if row_split and row_split != split:
-            continue
-        path = Path(video) if Path(video).is_absolute() else root.parent / video
-        if not path.exists():
-            problems.append(f"{where}: {path} not found")
-            continue
-        try:
-            span = None if row.get("start") in (None, "") else (float(row["start"]), float(row["end"]))
-        except (TypeError, ValueError, KeyError):
-            problems.append(f"{where}: start/end must be numbers of seconds")
-            continue
-        record = records.get(path)
-        if record is None:
-            video_id = _text(row.get("video_id")) or path.stem
-            records[path] = VideoRecord(video_id=video_id, path=path, captions=[caption],
-                                        split=split, span=span)
-        else:
-            record.captions.append(caption)
-    _report(root, "rows", problems)
-    if not records:
-        raise EercfError(f"{root}: no usable {split} rows")
-    return list(records.values())
-
 
 _READERS: dict[str, Callable[[Path, str, dict], list[VideoRecord]]] = {
     "msrvtt": _msrvtt, "msvd": _msvd, "didemo": _didemo, "activitynet": _activitynet,

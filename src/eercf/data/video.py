@@ -371,6 +371,20 @@ def load_clip(path: str | Path, *, num_frames: int = 12, fps: float | None = Non
     return clip.to_sampled(num_frames, mean, std)
 
 
+def duration_of(path: str | Path, *, timeout: float = 30.0, folder_fps: float = 1.0) -> float:
+    """A video's (or frame folder's) duration in seconds, from its header (scanning the packets
+    only when the header has none): what deciding to segment it needs, no frame decoded."""
+    path = Path(path)
+    if path.is_dir():
+        images = folder_images(path)
+        if not images:
+            raise EercfError(f"{path}: frame folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
+        return len(images) / folder_fps
+    container, _, duration = _header(path, timeout, time.monotonic() + timeout)
+    container.close()
+    return duration
+
+
 def probe(path: str | Path, *, timeout: float = 30.0, folder_fps: float = 1.0) -> dict[str, Any]:
     """Duration, frame rate, codec, displayed size and rotation of a video (or frame folder),
     from the header and the first decoded frame only."""

@@ -13,14 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..errors import EercfError
 from ..weights.factory import run_checkpoint
 
 if TYPE_CHECKING:
+    from .location import Location
     from ..model import EERCF, VideoTransform
 
-FORMAT = 2                    # the index layout this code writes; it reads this and older
+FORMAT = 3                    # the index layout this code writes; it reads this and older
 # 2: the manifest names a codec for the fine levels; the store may be pq-coded (a blob of
 #    exact patches beside their codes); format 1 indexes are exact and read as before
+# 3: rows may be segments of a long video (segment_start, segment_end), the manifest says
+#    how long videos are cut; format 2 stores gain the columns when a long video is added
 MANIFEST = "eercf-index.json"
 KIND = "eercf-index"
 
@@ -91,3 +95,35 @@ class ModelInfo:
         if self.transform is None:
             return model.transform
         return VideoTransform(**self.transform)  # lists from JSON become tuples there
+
+
+def read_manifest(location: "Location") -> dict[str, Any]:
+    """The manifest of the index at ``location``; a missing folder, a foreign one or a newer
+    format gets one clear error."""
+    from .. import __version__
+
+    if location.local is not None and not location.local.is_dir():
+        raise EercfError(f"index {location} does not exist")
+    try:
+        manifest = json.loads(location.read_bytes(MANIFEST))
+    except FileNotFoundError:
+        raise EercfError(f"{location} is not an eercf index (no {MANIFEST})") from None
+    except (OSError, ValueError) as err:
+        raise EercfError(f"{location.join(MANIFEST)} is unreadable: {err}") from err
+    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
+        raise EercfError(f"{location} is not an eercf index ({MANIFEST} is not an index manifest)")
+    if not isinstance(manifest.get("format"), int) or manifest["format"] > FORMAT:
+        raise EercfError(f"index {location} has format {manifest.get('format')!r}, written by "
+                         f"eercf {manifest.get('eercf_version', '?')}; this eercf "
+                         f"{__version__} reads formats up to {FORMAT}: upgrade eercf")
+    return manifest
+
+
+def check_model(info: ModelInfo, model: "EERCF", where: Any) -> None:
+    """Refuse a query model whose features do not live in the space of the index at ``where``."""
+    fingerprint = model_fingerprint(model)
+    if fingerprint != info.fingerprint:
+        raise EercfError(
+            f"index {where} was built with model {info.name!r} (fingerprint "
+            f"{info.fingerprint[:12]}); the query model {model.config.get('name', '?')!r} has "
+            f"fingerprint {fingerprint[:12]}: use the model that built the index, or rebuild it")

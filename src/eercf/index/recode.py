@@ -88,9 +88,29 @@ def rewrite(dataset: lance.LanceDataset, location: "Location", codec: codecs.PQC
             offsets = list(range(start, min(n, start + BATCH_ROWS)))
             features, rows = read_full(dataset, offsets)
             table = store.to_table(target, rows.ids, rows.uris, rows.durations,
-                                   list(rows.timestamps), features, rows.metadata, codec)
+                                   list(rows.timestamps), features, rows.metadata, codec,
+                                   spans=rows.spans)
             yield from table.to_batches()
 
     reader = pa.RecordBatchReader.from_batches(target, batches())
     return lance.write_dataset(reader, location.join(store.DATASET), schema=target,
                                mode="overwrite", storage_options=location.options or None)
+
+
+def apply(dataset: lance.LanceDataset, location: "Location", chosen: str, retrain: bool) -> bool:
+    """Re-code the store (at ``location``) to the ``chosen`` codec when it is not held so yet
+    (or, with ``retrain``, a pq store with a freshly trained codebook). True when a new version
+    was written; a pq codebook that cannot be trained yet (too few patches) writes nothing."""
+    coded = store.is_coded(dataset.schema)
+    if chosen == "exact":
+        if not coded:
+            return False
+        rewrite(dataset, location, None)
+        return True
+    if coded and not retrain:
+        return False
+    codec = train(dataset)
+    if codec is None:
+        return False
+    rewrite(dataset, location, codec)
+    return True

@@ -5,7 +5,7 @@ candidates' fine features from the store and re-scores them with ``model.rerank`
 non-zero fusion weight are computed). Re-scored candidates rank above all others.
 
 Each re-scored hit also says *when* it matched (the frame the strong TIB gate weighs most, and
-the run of frames around it weighing at least half as much) and *where* (the patch the patch
+the run of frames around it whose gate logits lie nearer the best's than the worst's) and *where* (the patch the patch
 gate weighs most, as a row/column of the patch grid).
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ import torch
 
 from ..errors import EercfError
 from . import codecs, store
+from .hot import HotTier
+from .segments import ScoredMoment, Span, distinct_videos, group_by_video
 
 if TYPE_CHECKING:
     import lance
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from .ann import Stage1
     from .codecs import PQCodec
 
-WINDOW_FRACTION = 0.5      # frames weighing at least this fraction of the best join the moment
+WEIGHT_FLOOR = 1e-6        # gate weights below this fraction of the best count as it
 SHARED_QUERIES = 32        # a batch's queries whose candidates' hot tier is read in one take
 
 
@@ -53,8 +55,10 @@ class Where:
 
 @dataclass
 class Hit:
-    """One retrieved video. ``score`` is the fused stage-2 logit (None for a video past the K
-    re-scored candidates, which keeps only its stage-1 score)."""
+    """One retrieved video (or, searching per segment, one segment of it). ``score`` is the
+    fused stage-2 logit (None for a video past the K re-scored candidates, which keeps only its
+    stage-1 score). ``segment`` is the span of the segment that matched (None: a video stored
+    whole); ``moments`` the video's strong moments, best first (``segments``)."""
 
     video_id: str
     uri: str | None
@@ -65,6 +69,8 @@ class Hit:
     where: Where | None
     duration: float | None = None
     metadata: dict[str, Any] | None = None
+    segment: Span | None = None
+    moments: list[ScoredMoment] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,20 +96,28 @@ def _seconds(value: float) -> float | None:
 
 
 def matched_moment(frame_weights: np.ndarray, timestamps: np.ndarray, mask: np.ndarray,
-                   duration: float | None) -> Moment:
+                   duration: float | None, span: tuple[float, float] | None = None) -> Moment:
     """The moment from the strong TIB frame gate ``frame_weights [F]``: the best frame's time,
-    and the contiguous run of real frames weighing at least half the best, widened to the
-    midpoints between that run and its neighbouring samples (the video's start and end
-    beyond the first and last samples)."""
+    and the contiguous run of real frames around it whose gate logit (the log weight: the
+    frame-text similarity over the gate temperature, up to a constant) is at least halfway
+    from the worst real frame's to the best's, widened to the midpoints between that run and
+    its neighbouring samples (the video's start and end, or the segment's ``span``, beyond the
+    first and last samples). Halfway in logits splits the frames that show the text from those
+    that do not whatever the gate's temperature; frames equally good all join."""
     real = np.flatnonzero(mask)
-    weights, times = frame_weights[real], timestamps[real]
-    best = int(np.argmax(weights))
+    weights = frame_weights[real].astype(np.float64)
+    logits = np.log(np.maximum(weights, WEIGHT_FLOOR * max(weights.max(), 1e-300)))
+    times = timestamps[real]
+    best = int(np.argmax(logits))
+    cut = (logits[best] + logits.min()) / 2
     first = last = best
-    while first > 0 and weights[first - 1] >= WINDOW_FRACTION * weights[best]:
+    while first > 0 and logits[first - 1] >= cut:
         first -= 1
-    while last < len(real) - 1 and weights[last + 1] >= WINDOW_FRACTION * weights[best]:
+    while last < len(real) - 1 and logits[last + 1] >= cut:
         last += 1
-    start = 0.0 if first == 0 else (times[first - 1] + times[first]) / 2
+    if span is not None:
+        duration = span[1]
+    start = (span[0] if span else 0.0) if first == 0 else (times[first - 1] + times[first]) / 2
     if last < len(real) - 1:
         end = (times[last] + times[last + 1]) / 2
     elif duration is not None and duration >= times[last]:
@@ -129,14 +143,17 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
               queries: Sequence[str | None] | None = None,
               timings: dict[str, float] | None = None,
               codec: "PQCodec | None" = None,
-              hot: "store.HotTier | None" = None,
-              allowed: np.ndarray | None = None) -> list[SearchResult]:
+              hot: "HotTier | None" = None,
+              allowed: np.ndarray | None = None,
+              groups: np.ndarray | None = None) -> list[SearchResult]:
     """Search the snapshot (``dataset`` pinned at ``stage1.version``) with encoded queries
     ``text [T, D]``: stage 1 top ``max(k, topk)``, stage 2 re-scores the top ``topk``; ``k``
     hits per query. A pq-coded store needs its ``codec``: stage 2 then reads the hot tier
     (codes and frame levels) of every candidate, from memory when ``hot`` holds it, and the
     exact patches the codes select. With ``allowed`` (row offsets, ascending: the rows a
-    filter matched) both stages consider only those rows."""
+    filter matched) both stages consider only those rows. With ``groups`` (the video of each
+    row: ``segments.row_groups``) hits are grouped by video, and stage 1 recalls rows until
+    ``k`` distinct videos are among them."""
     if k < 1 or topk < 1:
         raise EercfError(f"k and topk must be at least 1 (got k={k}, topk={topk})")
     fusion = model.fusion_weights(weights)  # checked before any work
@@ -152,9 +169,17 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
     with torch.inference_mode():
         query_vectors = model.stage1_query(text).cpu().numpy()
         scale = float(model.logit_scale)
-    inner, labels = stage1.search(query_vectors, min(max(k, topk), rows), allowed,
-                                  lambda offsets: store.column_array(dataset.take(
-                                      offsets.tolist(), columns=["video"]), "video"))
+    def recall(n: int) -> tuple[np.ndarray, np.ndarray]:
+        return stage1.search(query_vectors, n, allowed, lambda offsets: store.column_array(
+            dataset.take(offsets.tolist(), columns=["video"]), "video"))
+
+    videos_wanted, n = k, min(max(k, topk), rows)
+    inner, labels = recall(n)
+    if groups is not None:  # rows are segments: recall until k videos are in, keep every row
+        while n < rows and distinct_videos(groups, labels) < k:
+            n = min(rows, 4 * n)
+            inner, labels = recall(n)
+        k = n
     timings["stage1"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -252,6 +277,8 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
                 break
             hits.append(_hit(*info[int(labels[row, j])], None, scale * float(inner[row, j]), j,
                              None, patches))
+        if groups is not None:
+            hits = group_by_video(hits, videos_wanted, store.dims(dataset.schema)[1])
         results.append(SearchResult(queries[row], hits, version=stage1.version))
     timings["stage2"] = time.perf_counter() - started
     timings["stage2_read"] = reads["hot"] + reads["cold"]
@@ -279,14 +306,18 @@ def _hit(info: store.Rows, i: int, score: float | None, stage1_score: float, ran
          rescored: _Rescored | None, patches: int) -> Hit:
     """Hit for row ``i`` of ``info`` (``patches`` per frame); a video past the K re-scored has
     no score, moment or place."""
-    times, duration = info.timestamps[i], info.durations[i]
+    times, duration, span = info.timestamps[i], info.durations[i], info.spans[i]
     moment = where = None
+    moments = []
     if rescored is not None:
-        moment = matched_moment(rescored.frame_weights, times, rescored.mask, duration)
+        moment = matched_moment(rescored.frame_weights, times, rescored.mask, duration, span)
         where = matched_where(rescored.patch_weights, times, patches)
+        if moment.start is not None and moment.end is not None:
+            moments = [ScoredMoment(moment.start, moment.end, score)]
     return Hit(video_id=info.ids[i], uri=info.uris[i], score=score, stage1_score=stage1_score,
                stage1_rank=rank + 1, moment=moment, where=where, duration=duration,
-               metadata=info.metadata[i])
+               metadata=info.metadata[i], segment=None if span is None else Span(*span),
+               moments=moments)
 
 
 @dataclass

@@ -30,6 +30,7 @@ FEATURE_COLUMNS = ("video", "frames", "temporal", "patches", "mask")
 HOT_COLUMNS = ("video", "frames", "temporal", "codes", "mask")  # what pq reads per candidate
 DATASET = "videos.lance"   # the store's name inside an index
 INFO_COLUMNS = ("id", "uri", "duration", "timestamps", "metadata")
+SPAN_COLUMNS = ("segment_start", "segment_end")  # a segment's span in its video (null: whole)
 PATCHES_KEY = b"eercf.patches"  # schema metadata of a pq store: patches per frame
 
 
@@ -49,6 +50,8 @@ def schema(dim: int, frames: int, patches: int, codes: int = 0) -> pa.Schema:
         pa.field("id", pa.string(), nullable=False),
         pa.field("uri", pa.string()),
         pa.field("duration", pa.float64()),                  # seconds; null when unknown
+        pa.field("segment_start", pa.float64()),             # a long video's segment: its span
+        pa.field("segment_end", pa.float64()),               # (seconds); null: the whole video
         pa.field("num_frames", pa.int32(), nullable=False),
         pa.field("mask", pa.list_(pa.bool_(), frames)),      # True = a real frame
         pa.field("timestamps", pa.list_(pa.float32(), frames)),  # seconds; NaN where masked
@@ -78,6 +81,22 @@ def write_schema(table_schema: pa.Schema) -> pa.Schema:
     dim, frames, patches = dims(table_schema)
     return schema(dim, frames, patches, code_bytes(table_schema)).with_metadata(
         table_schema.metadata)
+
+
+def has_spans(table_schema: pa.Schema) -> bool:
+    """Whether the store can hold segments (format 3; older stores gain the columns on the
+    first add of a segmented video: :func:`add_span_columns`)."""
+    return "segment_start" in table_schema.names
+
+
+def add_span_columns(dataset: lance.LanceDataset) -> None:
+    """Give an older store the (all-null) segment span columns, in a metadata-only commit."""
+    dataset.add_columns([pa.field(name, pa.float64()) for name in SPAN_COLUMNS])
+
+
+def info_columns(table_schema: pa.Schema) -> list[str]:
+    """The per-row information columns this store has."""
+    return list(INFO_COLUMNS + (SPAN_COLUMNS if has_spans(table_schema) else ()))
 
 
 def is_coded(table_schema: pa.Schema) -> bool:
@@ -140,9 +159,10 @@ def _as_numpy(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
 def to_table(table_schema: pa.Schema, ids: Sequence[str], uris: Sequence[str | None],
              durations: Sequence[float | None], timestamps: Sequence[Sequence[float]],
              features: "VideoFeatures", metadata: Sequence[dict[str, Any] | None] | None,
-             codec: "PQCodec | None" = None) -> pa.Table:
-    """One Arrow table of whole videos, checked against the store's layout (a pq store needs
-    the ``codec`` that encodes its patches)."""
+             codec: "PQCodec | None" = None,
+             spans: Sequence[tuple[float, float] | None] | None = None) -> pa.Table:
+    """One Arrow table of rows (whole videos, or with ``spans`` segments of them), checked
+    against the store's layout (a pq store needs the ``codec`` that encodes its patches)."""
     dim, frames, patches = dims(table_schema)
     n = len(features)
     for name, values in (("ids", ids), ("uris", uris), ("durations", durations),
@@ -151,6 +171,14 @@ def to_table(table_schema: pa.Schema, ids: Sequence[str], uris: Sequence[str | N
             raise EercfError(f"{name} has {len(values)} entries for {n} videos")
     if metadata is not None and len(metadata) != n:
         raise EercfError(f"metadata has {len(metadata)} entries for {n} videos")
+    spans = list(spans) if spans is not None else [None] * n
+    if len(spans) != n:
+        raise EercfError(f"spans has {len(spans)} entries for {n} videos")
+    if any(s is not None for s in spans) and not has_spans(table_schema):
+        raise EercfError("this store predates segments: add_span_columns first")
+    for video_id, span in zip(ids, spans):
+        if span is not None and not (math.isfinite(span[0]) and span[1] > span[0] >= 0):
+            raise EercfError(f"video {video_id!r}: segment span {span} is not 0 <= start < end")
     expected = {"video": (n, dim), "frames": (n, frames, dim), "temporal": (n, frames, dim),
                 "patches": (n, frames, patches, dim), "mask": (n, frames)}
     for name, shape in expected.items():
@@ -189,6 +217,8 @@ def to_table(table_schema: pa.Schema, ids: Sequence[str], uris: Sequence[str | N
         "frames": _fixed_list(_as_numpy(features.frames, torch.float16), frames * dim),
         "temporal": _fixed_list(_as_numpy(features.temporal, torch.float16), frames * dim),
         "metadata": pa.array(meta, pa.string()),
+        "segment_start": pa.array([None if s is None else float(s[0]) for s in spans], pa.float64()),
+        "segment_end": pa.array([None if s is None else float(s[1]) for s in spans], pa.float64()),
     }
     stored = _as_numpy(features.patches, torch.float16)
     if is_coded(table_schema):
@@ -229,30 +259,38 @@ class Rows:
     durations: list[float | None]
     timestamps: np.ndarray  # [n, F], NaN where masked
     metadata: list[dict[str, Any] | None]
+    spans: list[tuple[float, float] | None]  # a segment's span in its video; None: whole
 
     @classmethod
     def from_table(cls, table: pa.Table) -> "Rows":
+        n = table.num_rows
+        if "segment_start" in table.column_names:
+            spans = [None if a is None else (a, b) for a, b in zip(
+                table.column("segment_start").to_pylist(), table.column("segment_end").to_pylist())]
+        else:
+            spans = [None] * n
         return cls(ids=table.column("id").to_pylist(), uris=table.column("uri").to_pylist(),
                    durations=table.column("duration").to_pylist(),
                    timestamps=column_array(table, "timestamps"),
                    metadata=[None if m is None else json.loads(m)
-                             for m in table.column("metadata").to_pylist()])
+                             for m in table.column("metadata").to_pylist()], spans=spans)
 
     def concat(self, other: "Rows") -> "Rows":
         return Rows(ids=self.ids + other.ids, uris=self.uris + other.uris,
                     durations=self.durations + other.durations,
                     timestamps=np.concatenate([self.timestamps, other.timestamps]),
-                    metadata=self.metadata + other.metadata)
+                    metadata=self.metadata + other.metadata, spans=self.spans + other.spans)
 
     def select(self, at: Sequence[int]) -> "Rows":
         return Rows(ids=[self.ids[i] for i in at], uris=[self.uris[i] for i in at],
                     durations=[self.durations[i] for i in at], timestamps=self.timestamps[at],
-                    metadata=[self.metadata[i] for i in at])
+                    metadata=[self.metadata[i] for i in at], spans=[self.spans[i] for i in at])
 
 
 def take_rows(dataset: lance.LanceDataset, offsets: Sequence[int]) -> Rows:
     """Id, uri, duration, timestamps and metadata of the rows at ``offsets``."""
-    return Rows.from_table(dataset.take(list(map(int, offsets)), columns=list(INFO_COLUMNS)))
+    return Rows.from_table(dataset.take(list(map(int, offsets)),
+                                        columns=info_columns(dataset.schema)))
 
 
 def _readonly_tensor(array: np.ndarray) -> torch.Tensor:
@@ -272,8 +310,8 @@ def take_features(dataset: lance.LanceDataset, offsets: Sequence[int] | np.ndarr
     read them, never write them. Scoring widens them to fp32 a candidate at a time."""
     from ..model import VideoFeatures
 
-    columns = FEATURE_COLUMNS + INFO_COLUMNS if info else FEATURE_COLUMNS
-    table = dataset.take(list(map(int, offsets)), columns=list(columns))
+    columns = list(FEATURE_COLUMNS) + (info_columns(dataset.schema) if info else [])
+    table = dataset.take(list(map(int, offsets)), columns=columns)
     dim, frames, patches = dims(table.schema)
     n, device = table.num_rows, torch.device(device)
     shapes = {"video": (n, dim), "frames": (n, frames, dim), "temporal": (n, frames, dim),
@@ -292,8 +330,8 @@ def take_hot(dataset: lance.LanceDataset, offsets: Sequence[int] | np.ndarray,
     D]``); the exact patches stay in the store for :func:`read_patches`."""
     from ..model import VideoFeatures
 
-    columns = HOT_COLUMNS + INFO_COLUMNS if info else HOT_COLUMNS
-    table = dataset.take(list(map(int, offsets)), columns=list(columns))
+    columns = list(HOT_COLUMNS) + (info_columns(dataset.schema) if info else [])
+    table = dataset.take(list(map(int, offsets)), columns=columns)
     dim, frames, patches = dims(dataset.schema)
     n, device = table.num_rows, torch.device(device)
     shapes = {"video": (n, dim), "frames": (n, frames, dim), "temporal": (n, frames, dim)}
@@ -304,60 +342,6 @@ def take_hot(dataset: lance.LanceDataset, offsets: Sequence[int] | np.ndarray,
     empty = torch.zeros(n, frames, 0, dim, dtype=torch.float16, device=device)
     return (VideoFeatures(mask=mask, patches=empty, **levels), codes,
             Rows.from_table(table) if info else None)
-
-
-@dataclass
-class HotTier:
-    """A pq store's hot tier (everything stage 2 reads for every candidate) for every row of
-    one version, held in memory with the rows' information: 45 KB a video at ViT-B/32, so a
-    search reads only the cold tier from the store. For long-running searchers (a service),
-    not one-shot commands."""
-
-    version: int
-    features: "VideoFeatures"
-    codes: torch.Tensor
-    rows: Rows
-    layout: tuple  # (fragment id, rows, deleted rows) of each fragment of the version
-
-    @classmethod
-    def load(cls, dataset: lance.LanceDataset) -> "HotTier":
-        if not is_coded(dataset.schema):
-            raise EercfError("only a pq-coded store has a hot tier to hold in memory")
-        features, codes, rows = take_hot(dataset, np.arange(dataset.count_rows()))
-        return cls(dataset.version, features, codes, rows, _layout(dataset))
-
-    @staticmethod
-    def follow(held: "HotTier | None", dataset: lance.LanceDataset) -> "HotTier":
-        """The hot tier of ``dataset``'s version, from ``held`` (an earlier one) if it helps."""
-        if held is None:
-            return HotTier.load(dataset)
-        return held if held.version == dataset.version else held.refreshed(dataset)
-
-    def refreshed(self, dataset: lance.LanceDataset) -> "HotTier":
-        """The hot tier of ``dataset``'s version: after appends only (the old fragments
-        unchanged, new ones after them) the new rows are read and added; after any other
-        change (a removal, a compaction, a re-coding) the whole tier is read again."""
-        from ..model import VideoFeatures
-
-        layout = _layout(dataset)
-        if layout[:len(self.layout)] != self.layout or not is_coded(dataset.schema):
-            return HotTier.load(dataset)
-        start = len(self.rows.ids)
-        if dataset.count_rows() == start:
-            return HotTier(dataset.version, self.features, self.codes, self.rows, layout)
-        features, codes, rows = take_hot(dataset, np.arange(start, dataset.count_rows()))
-        return HotTier(dataset.version, VideoFeatures.cat([self.features, features]),
-                       torch.cat([self.codes, codes]), self.rows.concat(rows), layout)
-
-    def take(self, offsets: np.ndarray) -> tuple["VideoFeatures", torch.Tensor, Rows]:
-        at = np.asarray(offsets, dtype=np.int64)
-        index = torch.from_numpy(at)
-        return self.features.index(index), self.codes[index], self.rows.select(at)
-
-
-def _layout(dataset: lance.LanceDataset) -> tuple:
-    return tuple((f.fragment_id, f.metadata.num_rows, f.metadata.num_deletions)
-                 for f in dataset.get_fragments())
 
 
 def read_patches(dataset: lance.LanceDataset, offsets: Sequence[int], index: torch.Tensor,
@@ -391,7 +375,13 @@ def matching_offsets(dataset: lance.LanceDataset, expression: str) -> np.ndarray
 
 
 def all_ids(dataset: lance.LanceDataset) -> list[str]:
+    """The id of every row, in store order (a segmented video's id once per segment)."""
     return dataset.to_table(columns=["id"], scan_in_order=True).column("id").to_pylist()
+
+
+def video_ids(dataset: lance.LanceDataset) -> list[str]:
+    """Every video id once, in the store order of each video's first row."""
+    return list(dict.fromkeys(all_ids(dataset)))
 
 
 def sql_string(value: str) -> str:

@@ -4,8 +4,8 @@ that stores a video collection's features and searches it by text.
 Layout::
 
     eercf-index.json     what this is: format, the model that built it, the FAISS factory,
-                         the codec chosen for the fine levels
-    videos.lance/        the Lance dataset, one row per video (the source of truth)
+                         the codec chosen for the fine levels, how long videos are segmented
+    videos.lance/        the Lance dataset, one row per video or segment (the source of truth)
     codebook-H.safetensors  the pq codec's codebook (content-addressed, checksummed in the
                          store's schema), when the store is coded
     stage1.json          stamp of the FAISS file: Lance version, rows, checksum
@@ -35,9 +35,10 @@ import torch
 
 from .. import __version__
 from ..errors import EercfError
-from . import ann, codecs, recode, store
+from . import ann, codecs, recode, segments, store
+from .hot import HotTier
 from .location import Location, writer_lock
-from .manifest import FORMAT, KIND, MANIFEST, ModelInfo, model_fingerprint
+from .manifest import FORMAT, KIND, MANIFEST, ModelInfo, check_model, read_manifest
 
 if TYPE_CHECKING:
     from ..model import EERCF, VideoFeatures
@@ -71,25 +72,28 @@ class VideoIndex:
     def __init__(self, location: Location, manifest: dict[str, Any]):
         self.location = location
         self.hot_in_memory = False  # set True to hold a pq store's hot tier in memory
-        self._hot: store.HotTier | None = None
+        self._hot: HotTier | None = None
         self._manifest = manifest
         self._stage1: ann.Stage1 | None = None
         self._opened: lance.LanceDataset | None = None
         self._lock_depth = 0  # > 0 while this object holds the writer lock
         self._model: "EERCF | None" = None
         self._codebooks: dict[tuple[str, str], codecs.PQCodec] = {}
+        self._groups: tuple[int, np.ndarray | None] | None = None  # (version, row -> video)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     def create(cls, folder: "str | os.PathLike | Location", model_info: "ModelInfo | EERCF",
                index_factory: str = ann.EXACT, search_params: str = "",
-               codec: str = codecs.DEFAULT_CODEC) -> "VideoIndex":
+               codec: str = codecs.DEFAULT_CODEC,
+               segmenting: segments.Segmenting | None = segments.Segmenting()) -> "VideoIndex":
         """A new, empty index in ``folder`` (which must be absent or empty). ``index_factory``
         is a FAISS factory string (default exact ``Flat``; e.g. ``IVF1024,Flat``, ``HNSW32``,
         ``IVF1024,PQ64``) and ``search_params`` FAISS search parameters (``nprobe=16``).
         ``codec`` is how the fine levels will be stored (``codecs``): rows are added exact,
         and :meth:`apply_codec` (which ``eercf index`` runs at the end) trains a ``pq``
-        codebook on the collection and re-codes the store."""
+        codebook on the collection and re-codes the store. ``segmenting`` is how ``ingest``
+        cuts long videos (None: every video whole)."""
         location = Location.of(folder)
         codecs.check_codec(codec)
         info = model_info if isinstance(model_info, ModelInfo) else ModelInfo.of(model_info)
@@ -100,7 +104,8 @@ class VideoIndex:
         manifest = {"kind": KIND, "format": FORMAT, "eercf_version": __version__,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "model": asdict(info), "index_factory": index_factory,
-                    "search_params": search_params, "codec": codec}
+                    "search_params": search_params, "codec": codec,
+                    "segments": None if segmenting is None else segmenting.to_dict()}
         index = cls(location, manifest)
         index._rebuild_and_save(dataset)
         index._write_manifest()  # written last: its presence means complete
@@ -109,21 +114,8 @@ class VideoIndex:
     @classmethod
     def open(cls, folder: "str | os.PathLike | Location") -> "VideoIndex":
         """Open an existing index; a foreign folder or a newer format gets a clear error."""
-        location = folder = Location.of(folder)
-        if location.local is not None and not location.local.is_dir():
-            raise EercfError(f"index {folder} does not exist")
-        try:
-            manifest = json.loads(location.read_bytes(MANIFEST))
-        except FileNotFoundError:
-            raise EercfError(f"{folder} is not an eercf index (no {MANIFEST})") from None
-        except (OSError, ValueError) as err:
-            raise EercfError(f"{location.join(MANIFEST)} is unreadable: {err}") from err
-        if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
-            raise EercfError(f"{folder} is not an eercf index ({MANIFEST} is not an index manifest)")
-        if not isinstance(manifest.get("format"), int) or manifest["format"] > FORMAT:
-            raise EercfError(f"index {folder} has format {manifest.get('format')!r}, written by "
-                             f"eercf {manifest.get('eercf_version', '?')}; this eercf "
-                             f"{__version__} reads formats up to {FORMAT}: upgrade eercf")
+        location = Location.of(folder)
+        manifest = read_manifest(location)
         index = cls(location, manifest)
         dataset = index._dataset()
         expected = (index.model_info.embed_dim, index.model_info.frames, index.model_info.patches)
@@ -162,6 +154,11 @@ class VideoIndex:
         """The codec chosen for the fine levels (format 1 indexes: ``exact``)."""
         return self._manifest.get("codec", "exact")
 
+    @property
+    def segmenting(self) -> segments.Segmenting | None:
+        """How ``ingest`` cuts this index's long videos (None: kept whole; older indexes)."""
+        return segments.Segmenting.from_manifest(self._manifest.get("segments"))
+
     def stored_codec(self, dataset: lance.LanceDataset | None = None) -> str:
         """How the store holds its patches now (``exact`` until a pq codebook is trained)."""
         return "pq" if store.is_coded((dataset or self._dataset()).schema) else "exact"
@@ -183,9 +180,9 @@ class VideoIndex:
         dataset = self._dataset()
         dim, frames, patches = store.dims(dataset.schema)
         sizes = store.bytes_per_video(dim, frames, patches, store.code_bytes(dataset.schema))
-        videos = dataset.count_rows()
         stage1 = ann.bytes_per_vector(self._current_stage1(dataset, persist=True), dim)
-        return {"videos": videos, "codec": self.stored_codec(dataset), "chosen_codec": self.codec,
+        return {"videos": len(self), "rows": dataset.count_rows(),
+                "codec": self.stored_codec(dataset), "chosen_codec": self.codec,
                 "bytes_per_video": {"hot": sizes["hot"], "cold": sizes["cold"], "stage1": stage1},
                 "bytes_on_disk": self.bytes_on_disk()}
 
@@ -199,11 +196,21 @@ class VideoIndex:
         return cached
 
     def __len__(self) -> int:
-        return self._dataset().count_rows()
+        """The number of videos (a segmented video counts once)."""
+        dataset = self._dataset()
+        if self._row_groups(dataset) is None:
+            return dataset.count_rows()
+        return len(store.video_ids(dataset))
 
     def ids(self) -> list[str]:
-        """Every video id, in store order."""
-        return store.all_ids(self._dataset())
+        """Every video id once, in store order."""
+        return store.video_ids(self._dataset())
+
+    def _row_groups(self, dataset: lance.LanceDataset) -> np.ndarray | None:
+        """The video of each row of ``dataset``'s version (``segments.row_groups``), cached."""
+        if self._groups is None or self._groups[0] != dataset.version:
+            self._groups = (dataset.version, segments.row_groups(dataset))
+        return self._groups[1]
 
     @property
     def version(self) -> int:
@@ -218,14 +225,8 @@ class VideoIndex:
     @contextlib.contextmanager
     def writing(self, wait: float = 10.0) -> Iterator[None]:
         """Hold the writer lock for a whole session of changes (``eercf index`` holds it for
-        its run), so that no other process writes in between. Re-entrant."""
-        with self._writing(wait):
-            yield
-
-    @contextlib.contextmanager
-    def _writing(self, wait: float = 10.0) -> Iterator[None]:
-        """Hold the writer lock (released by the kernel even on SIGKILL), waiting up to
-        ``wait`` seconds for another holder (a reader saving a rebuilt stage-1 file)."""
+        its run), so that no other process writes in between: re-entrant, released by the
+        kernel even on SIGKILL, waiting up to ``wait`` seconds for another holder."""
         if self._lock_depth:
             self._lock_depth += 1
             try:
@@ -243,23 +244,32 @@ class VideoIndex:
     def add(self, ids: Sequence[str], uris: Sequence[str | None], durations: Sequence[float | None],
             timestamps: Sequence[Sequence[float]], features: "VideoFeatures",
             metadata: Sequence[dict[str, Any] | None] | None = None, *,
-            save_stage1: bool = True) -> int:
-        """Add whole videos in one commit: ids (unique, not yet in the index), uris, durations
-        (seconds or None), each video's frame timestamps (one per real frame), the features
-        from ``model.encode_video`` and optional JSON-able metadata. Returns the rows added.
+            save_stage1: bool = True,
+            spans: Sequence[tuple[float, float] | None] | None = None) -> int:
+        """Add whole videos in one commit: ids (not yet in the index), uris, durations
+        (seconds or None), each row's frame timestamps (one per real frame, in the video's
+        timeline), the features from ``model.encode_video`` and optional JSON-able metadata.
+        With ``spans``, rows sharing an id are the segments of one video (each its span in
+        seconds; None for a row that is a whole video). Returns the rows added.
 
         The stage-1 index is extended in memory; writing its file costs O(collection), so a
         bulk load passes ``save_stage1=False`` and calls :meth:`save_stage1` now and then
         (readers meanwhile rebuild it from the store, never trusting a stale file)."""
         if len(ids) == 0:
             return 0
-        repeated = [i for i, n in Counter(ids).items() if n > 1]
+        keys = list(zip(ids, spans)) if spans is not None else list(ids)
+        repeated = [i for i, n in Counter(keys).items() if n > 1]
         if repeated:
             raise EercfError(f"video id {repeated[0]!r} appears twice in one add")
-        with self._writing():
+        with self.writing():
             dataset = self._dataset()
+            if spans is not None and any(spans) and not store.has_spans(dataset.schema):
+                store.add_span_columns(dataset)  # an index older than segments gains them
+                self._manifest = {**self._manifest, "format": FORMAT}
+                self._write_manifest()
+                dataset = self._dataset()
             table = store.to_table(store.write_schema(dataset.schema), ids, uris, durations,
-                                   timestamps, features, metadata, self.pq_codec(dataset))
+                                   timestamps, features, metadata, self.pq_codec(dataset), spans)
             present = set(store.all_ids(dataset)).intersection(ids)
             if present:
                 raise EercfError(f"{len(present)} video id(s) already in index {self.folder}, "
@@ -279,7 +289,7 @@ class VideoIndex:
 
     def save_stage1(self) -> None:
         """Write the stage-1 index of the latest version (after adds with ``save_stage1=False``)."""
-        with self._writing():
+        with self.writing():
             dataset = self._dataset()
             stage1 = self._current_stage1(dataset, persist=False)
             ann.save(self.location, stage1)
@@ -288,7 +298,7 @@ class VideoIndex:
         """Remove videos by id in one commit; returns the ids that were present (the others
         are reported in the log and skipped)."""
         ids = [ids] if isinstance(ids, str) else list(ids)
-        with self._writing():
+        with self.writing():
             dataset = self._dataset()
             present = sorted(set(store.all_ids(dataset)).intersection(ids))
             missing = sorted(set(ids) - set(present))
@@ -311,7 +321,7 @@ class VideoIndex:
         ann.check_factory(factory, self.model_info.embed_dim, params)
         if codec is not None:
             codecs.check_codec(codec)
-        with self._writing():
+        with self.writing():
             changes = {"index_factory": factory, "search_params": params,
                        "codec": self.codec if codec is None else codec}
             if any(self._manifest.get(k) != v for k, v in changes.items()):
@@ -328,24 +338,13 @@ class VideoIndex:
             self._rebuild_and_save()
 
     def apply_codec(self, retrain: bool = False) -> bool:
-        """Bring the store to the chosen codec: ``pq`` trains a codebook on a sample of the
-        collection (a new one with ``retrain``) and re-codes every row; ``exact`` decodes a
-        coded store. False (logged) when pq falls back to exact for a small collection."""
-        with self._writing():
-            dataset = self._dataset()
-            if self.codec == "exact":
-                if self.stored_codec(dataset) == "exact":
-                    return True
-                recode.rewrite(dataset, self.location, None)
-            else:
-                if self.stored_codec(dataset) == "pq" and not retrain:
-                    return True
-                codec = recode.train(dataset)
-                if codec is None:
-                    return False
-                recode.rewrite(dataset, self.location, codec)
-            self._rebuild_and_save()
-            return True
+        """Bring the store to the chosen codec (``recode.apply``): ``pq`` trains a codebook on
+        a sample of the collection (a new one with ``retrain``) and re-codes every row;
+        ``exact`` decodes a coded store. False (logged) when pq falls back to exact."""
+        with self.writing():
+            if recode.apply(self._dataset(), self.location, self.codec, retrain):
+                self._rebuild_and_save()
+            return self.stored_codec() == self.codec
 
     def _rebuild_and_save(self, dataset: lance.LanceDataset | None = None) -> None:
         self._stage1 = self._build(dataset or self._dataset())
@@ -370,7 +369,7 @@ class VideoIndex:
                     self.folder, problem)
             stage1 = self._build(dataset)
             if persist:
-                with contextlib.suppress(EercfError, OSError), self._writing(wait=0):
+                with contextlib.suppress(EercfError, OSError), self.writing(wait=0):
                     ann.save(self.location, stage1)
         self._stage1 = stage1
         return stage1
@@ -382,13 +381,7 @@ class VideoIndex:
 
     def check_model(self, model: "EERCF") -> None:
         """Refuse a query model whose features do not live in this index's space."""
-        info = self.model_info
-        fingerprint = model_fingerprint(model)
-        if fingerprint != info.fingerprint:
-            raise EercfError(
-                f"index {self.folder} was built with model {info.name!r} (fingerprint "
-                f"{info.fingerprint[:12]}); the query model {model.config.get('name', '?')!r} has "
-                f"fingerprint {fingerprint[:12]}: use the model that built the index, or rebuild it")
+        check_model(self.model_info, model, self.folder)
 
     def model(self) -> "EERCF":
         """The model that built this index, loaded from its recorded source (cached)."""
@@ -404,12 +397,15 @@ class VideoIndex:
 
     def search(self, texts: str | Sequence[str], k: int = 10, topk: int | None = None,
                model: "EERCF | None" = None, weights: dict[str, float] | None = None,
-               filter: str | None = None) -> list["SearchResult"]:
+               filter: str | None = None, per: str = "video", video: str | None = None
+               ) -> list["SearchResult"]:
         """Search by text: one :class:`~eercf.search.SearchResult` per query, ``k`` hits each,
         the top ``topk`` of stage 1 (default: the model's: fitted, else 50) re-scored by stage 2
         with the fusion ``weights`` (default: the model's: fitted, else the paper's), among
-        the videos matching ``filter`` (a Lance filter expression, e.g. ``duration > 10``)
-        when given. ``model`` defaults to the one recorded."""
+        the rows matching ``filter`` (a Lance filter expression, e.g. ``duration > 10``) when
+        given, and only within video ``video`` when given. ``per="video"`` gives one hit per
+        video (a long video's best segment, with its moments), ``per="segment"`` one per row.
+        ``model`` defaults to the one recorded."""
         from ..model.encode import encode_texts
 
         texts = [texts] if isinstance(texts, str) else list(texts)
@@ -419,13 +415,14 @@ class VideoIndex:
         text = encode_texts(model, texts, progress=False)
         encode_seconds = time.perf_counter() - started
         return self.search_encoded(text, k, topk, model, weights, queries=texts,
-                                   timings={"encode_text": encode_seconds}, filter=filter)
+                                   timings={"encode_text": encode_seconds}, filter=filter,
+                                   per=per, video=video)
 
     def search_encoded(self, text: torch.Tensor, k: int = 10, topk: int | None = None,
                        model: "EERCF | None" = None, weights: dict[str, float] | None = None,
                        queries: Sequence[str | None] | None = None,
-                       timings: dict[str, float] | None = None, filter: str | None = None
-                       ) -> list["SearchResult"]:
+                       timings: dict[str, float] | None = None, filter: str | None = None,
+                       per: str = "video", video: str | None = None) -> list["SearchResult"]:
         """:meth:`search` for already encoded texts ``[T, D]`` (``model.encode_text``)."""
         from .search import two_stage
 
@@ -439,8 +436,14 @@ class VideoIndex:
         codec = self.pq_codec(snap.dataset)
         hot = None
         if self.hot_in_memory and codec is not None:
-            hot = self._hot = store.HotTier.follow(self._hot, snap.dataset)
-        allowed = None if filter is None else store.matching_offsets(snap.dataset, filter)
+            hot = self._hot = HotTier.follow(self._hot, snap.dataset)
+        expression = segments.search_filter(filter, video)
+        allowed = None if expression is None else store.matching_offsets(snap.dataset, expression)
         return two_stage(snap.dataset, snap.stage1, text, model, k=k, topk=topk,
                          weights=weights, queries=queries, timings=timings, codec=codec, hot=hot,
-                         allowed=allowed)
+                         allowed=allowed, groups=self._grouping(snap.dataset, per))
+
+    def _grouping(self, dataset: lance.LanceDataset, per: str) -> np.ndarray | None:
+        """``two_stage``'s ``groups`` for ``per`` (checked): None per segment or without segments."""
+        segments.check_per(per)
+        return self._row_groups(dataset) if per == "video" else None

@@ -31,6 +31,7 @@ import torch
 
 from ..errors import EercfError
 from ..index import VideoIndex, store
+from ..index.hot import HotTier
 from ..index.search import SearchResult, two_stage
 from ..model.encode import encode_texts
 
@@ -58,7 +59,7 @@ class State:
 
     snapshot: "Snapshot"
     codec: "PQCodec | None"
-    hot: store.HotTier | None
+    hot: HotTier | None
     offsets: dict[str, int]        # video id -> row offset in this version
     loaded: float = field(default_factory=time.time)
 
@@ -131,7 +132,7 @@ class Searcher:
         codec = self.index.pq_codec(snapshot.dataset)
         hot = None
         if codec is not None and self.hot_in_memory:
-            hot = store.HotTier.follow(self._state.hot if self._state is not None else None,
+            hot = HotTier.follow(self._state.hot if self._state is not None else None,
                                        snapshot.dataset)
         ids = hot.rows.ids if hot is not None else store.all_ids(snapshot.dataset)
         return State(snapshot, codec, hot, {video_id: i for i, video_id in enumerate(ids)})

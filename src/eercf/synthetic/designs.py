@@ -15,6 +15,10 @@ tuned on one design alone: docs/benchmarks.md reports every level on each.
   for 1/6 of the clip (no cut); a tiny marker (a third of a ``tiny`` patch) sits in a corner.
   Captions of every kind, test captions naming one, two or all three of these. Centre-cropping
   its frames to a square would cut the marker off: the transform must keep the whole frame.
+- ``stretch``: the ``flash`` world, every caption naming what the whole clip shows (the moving
+  shape, the corner square, or both): the training set for the long-video benchmark
+  (``eercf synth --design long``, ``eercf.synthetic.long``), whose captions name one clip of
+  a long video that way.
 """
 from __future__ import annotations
 
@@ -62,6 +66,10 @@ DESIGNS = {
                       aspect=4 / 3, overlay=True, corner_size=0.08,
                       directions=("left", "right", "up", "down", "still"),
                       train_kinds=EVERY_KIND),
+    "stretch": Design("stretch", ("motion+corner", "motion", "corner"), 1.0, 1.5 / 12,
+                      (4.0, 8.0), (8, 13), 64,
+                      train_kinds=("motion+corner", "motion", "corner", "motion+corner",
+                                   "motion+flash+corner")),
 }
 
 

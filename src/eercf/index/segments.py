@@ -1,0 +1,267 @@
+"""Long videos as overlapping segments (``docs/search.md`` § Long videos).
+
+A model sees a video as ``F`` frames (12 for the shipped configurations) sampled over it: spread
+over an hour, they describe nothing. So a video longer than ``long_after`` seconds (default 40:
+well past MSR-VTT's longest clips, 30 s, and the 4-8 s of the synthetic benchmark) is stored as
+segments ``segment`` seconds long (default 12, about one frame a second, the rate MSR-VTT-trained
+models see) starting every ``stride`` seconds (default 6, so every moment lies well inside some
+segment), the last one ending where the video ends. Each segment is a row of the store with the
+video's id and its span, sampled with the model's transform over that span; a shorter video
+stays one row, exactly as before.
+
+Search groups rows by video: one hit per video, its best segment, with the matched moment in
+the video's own timeline and the video's other strong moments (re-scored segments whose moments
+overlap are merged: a stretch longer than a segment is found by several).
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import EercfError
+
+if TYPE_CHECKING:
+    import lance
+
+    from ..data.datasets import VideoRecord
+    from ..model import VideoFeatures
+    from .search import Hit
+
+LONG_AFTER = 40.0    # seconds: longer videos are segmented
+SEGMENT = 12.0       # seconds a segment lasts
+STRIDE = 6.0         # seconds between segment starts
+MERGE_MARGIN = 0.25  # an overlapping segment within this fraction of the query's score spread
+#                      (best minus worst re-scored candidate) of the best joins its moment
+MAX_MOMENTS = 10     # moments listed per video hit
+
+
+@dataclass(frozen=True)
+class Segmenting:
+    """How an index cuts long videos (recorded in its manifest)."""
+
+    segment: float = SEGMENT
+    stride: float = STRIDE
+    long_after: float = LONG_AFTER
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.segment) and self.segment > 0):
+            raise EercfError(f"--segment must be a positive number of seconds, got {self.segment}")
+        if not (math.isfinite(self.stride) and 0 < self.stride <= self.segment):
+            raise EercfError(f"--stride must be > 0 and at most --segment ({self.segment:g} s), "
+                             f"got {self.stride}")
+        if not (math.isfinite(self.long_after) and self.long_after >= 0):
+            raise EercfError(f"--long-after must be >= 0 seconds, got {self.long_after}")
+
+    def spans(self, duration: float | None) -> list[tuple[float, float]] | None:
+        """The segments of a ``duration``-second video, or None to keep it whole (not longer
+        than ``long_after``, or than one segment)."""
+        if duration is None or not math.isfinite(duration):
+            return None
+        if duration <= max(self.long_after, self.segment):
+            return None
+        starts = np.arange(0.0, duration - self.segment + 1e-6, self.stride)
+        spans = [(round(float(s), 3), round(float(s) + self.segment, 3)) for s in starts]
+        if spans[-1][1] < duration - 1e-3:  # the last segment ends with the video
+            spans.append((round(duration - self.segment, 3), round(duration, 3)))
+        return spans
+
+    @classmethod
+    def for_model(cls, model: Any) -> "Segmenting":
+        """The default for ``model`` (see the module docstring)."""
+        return cls()
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_manifest(cls, value: Any) -> "Segmenting | None":
+        """The manifest's ``segments`` (None: whole videos; absent in older indexes: whole)."""
+        return None if not value else cls(**value)
+
+
+def plan_rows(records: Sequence["VideoRecord"], segmenting: Segmenting | None, *,
+              timeout: float = 30.0, folder_fps: float = 1.0, workers: int = 4
+              ) -> tuple[list["VideoRecord"], list[dict[str, str]]]:
+    """The rows to encode for ``records``: a long video becomes one record per segment (its
+    ``span`` set), any other stays as it is (a record that already has a span, e.g. an
+    annotated part of a video, is never cut). Durations come from the headers, read in
+    ``workers`` threads; a video whose header cannot be read is returned in the failures
+    (``{"video", "path", "error"}``) and left out."""
+    from ..data.video import duration_of
+
+    if segmenting is None:
+        return list(records), []
+    todo = [r for r in records if r.span is None]
+
+    def duration(record: "VideoRecord") -> float | str:
+        try:
+            return duration_of(record.path, timeout=timeout, folder_fps=folder_fps)
+        except EercfError as err:
+            return str(err)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        found = dict(zip((id(r) for r in todo), pool.map(duration, todo)))
+    rows, failed = [], []
+    for record in records:
+        value = found.get(id(record))
+        if isinstance(value, str):
+            failed.append({"video": record.video_id, "path": str(record.path), "error": value})
+            continue
+        spans = None if value is None else segmenting.spans(value)
+        rows += [record] if spans is None else [replace(record, span=s) for s in spans]
+    return rows, failed
+
+
+class WholeVideos:
+    """Holds the encoded rows of each video until all of them are in, so that a video lands in
+    one commit (a crash never leaves half a video) and a video with one undecodable segment is
+    skipped whole. Fine levels are held in fp16, as the store keeps them: a one-hour video at
+    ViT-B/32 shapes holds about 360 MB until its last segment is encoded."""
+
+    def __init__(self, rows: Sequence["VideoRecord"]):
+        self.rows = list(rows)
+        self._expected: dict[str, int] = {}
+        for row in self.rows:
+            self._expected[row.video_id] = self._expected.get(row.video_id, 0) + 1
+        self._held: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        self._failed: set[str] = set()
+
+    def fail(self, video_id: str) -> bool:
+        """Drop a video (one of its rows failed); True the first time."""
+        self._held.pop(video_id, None)
+        first = video_id not in self._failed
+        self._failed.add(video_id)
+        return first
+
+    def add(self, batch: dict[str, Any], features: "VideoFeatures") -> None:
+        for j, position in enumerate(batch["index"].tolist()):
+            video_id = self.rows[position].video_id
+            if video_id in self._failed:
+                continue
+            self._held.setdefault(video_id, []).append((position, {
+                "timestamps": batch["timestamps"][j], "duration": batch["duration"][j],
+                "video": features.video[j].float(), "mask": features.mask[j],
+                **{name: getattr(features, name)[j].half()
+                   for name in ("frames", "temporal", "patches")}}))
+
+    def complete(self) -> tuple[list["VideoRecord"], list[dict[str, Any]], "VideoFeatures | None"]:
+        """The rows of every video now complete (in row order) and their features; they are
+        forgotten here."""
+        from ..model import VideoFeatures
+
+        done = [v for v, held in self._held.items() if len(held) == self._expected[v]]
+        parts = sorted((p for v in done for p in self._held.pop(v)), key=lambda p: p[0])
+        if not parts:
+            return [], [], None
+        names = ("video", "frames", "temporal", "patches", "mask")
+        features = VideoFeatures(**{n: torch.stack([part[n] for _, part in parts]) for n in names})
+        return [self.rows[p] for p, _ in parts], [part for _, part in parts], features
+
+
+def row_groups(dataset: "lance.LanceDataset") -> np.ndarray | None:
+    """The video of each row offset, as ordinals (None when no row is a segment: every row is
+    then its own video)."""
+    import pyarrow.compute as pc
+
+    from . import store
+
+    if not store.has_spans(dataset.schema):
+        return None
+    table = dataset.to_table(columns=["id", "segment_start"], scan_in_order=True)
+    if table.column("segment_start").null_count == table.num_rows:
+        return None
+    return pc.dictionary_encode(table.column("id")).combine_chunks().indices.to_numpy().astype(
+        np.int64)
+
+
+def distinct_videos(groups: np.ndarray, labels: np.ndarray) -> int:
+    """The fewest distinct videos among the stage-1 rows of any query (``labels [T, n]``)."""
+    return min(len(np.unique(groups[row[row >= 0]])) for row in labels) if len(labels) else 0
+
+
+@dataclass
+class Span:
+    """A segment's span in its video's timeline (seconds)."""
+
+    start: float
+    end: float
+
+
+@dataclass
+class ScoredMoment:
+    """A moment of a video and the fused score of the segment(s) it came from."""
+
+    start: float
+    end: float
+    score: float
+
+
+def merge_moments(moments: Sequence[tuple[ScoredMoment, float]], spread: float) -> list[ScoredMoment]:
+    """Moments (with each one's touching tolerance, seconds), best first, merged: one that
+    overlaps (or touches) a better one joins it when its score is within ``MERGE_MARGIN *
+    spread`` of it (the same stretch, seen by overlapping segments), and is dropped otherwise
+    (a weaker view of it)."""
+    kept: list[ScoredMoment] = []
+    for moment, tolerance in sorted(moments, key=lambda m: -m[0].score):
+        for cluster in kept:
+            if moment.start <= cluster.end + tolerance and moment.end >= cluster.start - tolerance:
+                if moment.score >= cluster.score - MERGE_MARGIN * spread:
+                    cluster.start = min(cluster.start, moment.start)
+                    cluster.end = max(cluster.end, moment.end)
+                break
+        else:
+            kept.append(replace(moment))
+    return kept[:MAX_MOMENTS]
+
+
+def group_by_video(hits: Sequence["Hit"], k: int, frames: int) -> list["Hit"]:
+    """One hit per video, best first (re-scored videos by their best segment's fused score,
+    then the others in stage-1 order), ``k`` of them: the best segment's hit with the video's
+    merged moments; its ``moment`` is the first of them (the best frame's time kept)."""
+    by_video: dict[str, list["Hit"]] = {}
+    for hit in hits:
+        by_video.setdefault(hit.video_id, []).append(hit)
+    scores = [h.score for h in hits if h.score is not None]
+    spread = max(scores) - min(scores) if scores else 0.0
+    grouped = []
+    for group in list(by_video.values())[:k]:
+        best = group[0]
+        moments = [(m, _tolerance(h, frames)) for h in group for m in h.moments]
+        merged = merge_moments(moments, spread)
+        moment = best.moment
+        if merged and moment is not None:
+            moment = replace(moment, start=merged[0].start, end=merged[0].end)
+        grouped.append(replace(best, moment=moment, moments=merged))
+    return grouped
+
+
+def _tolerance(hit: "Hit", frames: int) -> float:
+    """Moments this far apart still touch: half a frame spacing of the hit's segment."""
+    if hit.segment is None:
+        return 0.0
+    return 0.5 * (hit.segment.end - hit.segment.start) / max(1, frames)
+
+
+PER = ("video", "segment")
+
+
+def check_per(per: str) -> None:
+    if per not in PER:
+        raise EercfError(f"per must be one of {', '.join(PER)}, got {per!r}")
+
+
+def search_filter(expression: str | None, video: str | None) -> str | None:
+    """The Lance filter of a search: the user's ``expression``, within ``video`` when given."""
+    from .store import sql_string
+
+    if video is None:
+        return expression
+    if not isinstance(video, str) or not video:
+        raise EercfError(f"video must be a non-empty video id, got {video!r}")
+    inside = f"id = {sql_string(video)}"
+    return inside if expression is None else f"({expression}) AND {inside}"
