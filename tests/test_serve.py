@@ -149,7 +149,9 @@ def test_unknown_and_hostile_ids_are_404(client, path):
                                            ({"q": "a", "k": 0}, 422), ({"q": "a", "k": -3}, 422),
                                            ({"q": "a", "k": 1_000_000}, 422),
                                            ({"q": "a", "k": "ten"}, 422),
-                                           ({"q": "a", "topk": 0}, 422)])
+                                           ({"q": "a", "topk": 0}, 422),
+                                           ({"q": "a", "per": "frame"}, 422),
+                                           ({"q": "a", "video": ""}, 422)])
 def test_bad_searches_get_json_errors(client, params, status):
     response = client.get("/api/search", params=params)
     assert response.status_code == status, response.text
@@ -285,6 +287,35 @@ def test_pq_index_served_from_its_hot_tier_equals_the_library(tmp_path):
         assert [h["video_id"] for h in result["hits"]] == [h.video_id for h in want.hits]
         assert [h["score"] for h in result["hits"]] == pytest.approx([h.score for h in want.hits])
         assert [h["where"]["row"] for h in result["hits"]] == [h.where.row for h in want.hits]
+
+
+def test_long_videos_come_back_once_with_moments(tmp_path):
+    """An index with a segmented video: the service groups as VideoIndex.search does, per
+    segment and within one video too, and answers segment and moments in JSON."""
+    from test_segments import add_video, features, unit
+
+    torch.manual_seed(0)
+    model = EERCF(get_model_config("tiny")).eval()
+    model.tokenizer = CLIPTokenizer.train(["a red square", "something blue moves left"] * 3, 600)
+    index = VideoIndex.create(tmp_path / "idx", model, codec="exact")
+    add_video(index, "long", [(6.0 * i, 6.0 * i + 12) for i in range(30)], seed=1,
+              towards=unit(1, 128, seed=5))
+    for i in range(4):
+        index.add([f"v{i}"], [None], [8.0], [[0.5 + j * 0.6 for j in range(12)]], features(1, 9 + i))
+    app = create_app(tmp_path / "idx", model=model)
+    with TestClient(app) as c:
+        for params in ({}, {"per": "segment"}, {"video": "long"}):
+            want = index.search("a red square", k=4, model=model, **params)[0]
+            got = c.get("/api/search", params={"q": "a red square", "k": 4, **params}).json()
+            assert [h["video_id"] for h in got["hits"]] == [h.video_id for h in want.hits]
+            assert [h["moments"] for h in got["hits"]] == [
+                [vars(m) for m in h.moments] for h in want.hits]
+            assert [h["segment"] for h in got["hits"]] == [
+                None if h.segment is None else vars(h.segment) for h in want.hits]
+        grouped = c.get("/api/search", params={"q": "a red square", "k": 5}).json()["hits"]
+        assert sorted(h["video_id"] for h in grouped) == ["long", "v0", "v1", "v2", "v3"]
+        assert c.get("/api/index").json()["videos"] == 5
+        assert c.get("/api/videos/long").json()["duration"] == 186.0
 
 
 @pytest.mark.parametrize("header", ["bytes=999999999-", "bytes=abc", "bytes=50-10", "items=0-5"])

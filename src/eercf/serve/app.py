@@ -9,7 +9,7 @@ import hmac
 import math
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -41,6 +41,8 @@ class SearchBody(BaseModel):
     topk: int | None = Field(None, ge=1, le=MAX_K)
     weights: dict[str, float] | None = None
     filter: str | None = Field(None, max_length=2000)
+    per: Literal["video", "segment"] = "video"
+    video: str | None = Field(None, min_length=1, max_length=256)
 
 
 class VideoIn(BaseModel):
@@ -105,14 +107,15 @@ def create_app(index: str | Path, *, token: str | None = None,
         return hit
 
     async def run_search(queries: list[str], k: int, topk: int | None,
-                         weights: dict[str, float] | None, filter: str | None) -> list[dict]:
+                         weights: dict[str, float] | None, filter: str | None,
+                         per: str = "video", video: str | None = None) -> list[dict]:
         for q in queries:
             if not q.strip():
                 raise HTTPException(400, "a query is empty")
             if len(q) > MAX_QUERY_CHARS:
                 raise HTTPException(400, f"a query has {len(q)} characters; at most "
                                          f"{MAX_QUERY_CHARS} are searched")
-        results = await searcher.search(queries, k, topk, weights, filter)
+        results = await searcher.search(queries, k, topk, weights, filter, per, video)
         out = []
         for result in results:
             body = result.to_dict()
@@ -139,13 +142,18 @@ def create_app(index: str | Path, *, token: str | None = None,
     async def search_get(q: str = Query(..., description="the text to search for"),
                          k: int = Query(10, ge=1, le=MAX_K),
                          topk: int | None = Query(None, ge=1, le=MAX_K),
-                         filter: str | None = Query(None, max_length=2000)) -> dict[str, Any]:
-        return (await run_search([q], k, topk, None, filter))[0]
+                         filter: str | None = Query(None, max_length=2000),
+                         per: Literal["video", "segment"] = Query(
+                             "video", description="one hit per video, or per stored segment"),
+                         video: str | None = Query(None, min_length=1, max_length=256,
+                                                   description="search inside this video only")
+                         ) -> dict[str, Any]:
+        return (await run_search([q], k, topk, None, filter, per, video))[0]
 
     @app.post("/api/search", summary="Search with several queries (one batch)")
     async def search_post(body: SearchBody) -> dict[str, Any]:
         return {"results": await run_search(body.queries, body.k, body.topk, body.weights,
-                                            body.filter)}
+                                            body.filter, body.per, body.video)}
 
     def stored(video_id: str):
         try:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import EercfError
-from ..index import VideoIndex, store
+from ..index import VideoIndex, segments, store
 from ..index.hot import HotTier
 from ..index.search import SearchResult, two_stage
 from ..model.encode import encode_texts
@@ -60,7 +60,8 @@ class State:
     snapshot: "Snapshot"
     codec: "PQCodec | None"
     hot: HotTier | None
-    offsets: dict[str, int]        # video id -> row offset in this version
+    offsets: dict[str, int]        # video id -> its first row's offset in this version
+    groups: np.ndarray | None      # the video of each row (None: no segments)
     loaded: float = field(default_factory=time.time)
 
     @property
@@ -79,11 +80,12 @@ class Request:
     filter: str | None
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    per: str = "video"
     received: float = field(default_factory=time.perf_counter)
 
     def group(self) -> str:
         """Requests of one group run as one ``two_stage`` call."""
-        return json.dumps([self.topk, self.weights, self.filter], sort_keys=True)
+        return json.dumps([self.topk, self.weights, self.filter, self.per], sort_keys=True)
 
     def answer(self, result: Any) -> None:
         self.loop.call_soon_threadsafe(_settle, self.future, result)
@@ -135,7 +137,10 @@ class Searcher:
             hot = HotTier.follow(self._state.hot if self._state is not None else None,
                                        snapshot.dataset)
         ids = hot.rows.ids if hot is not None else store.all_ids(snapshot.dataset)
-        return State(snapshot, codec, hot, {video_id: i for i, video_id in enumerate(ids)})
+        offsets: dict[str, int] = {}
+        for i, video_id in enumerate(ids):
+            offsets.setdefault(video_id, i)
+        return State(snapshot, codec, hot, offsets, segments.row_groups(snapshot.dataset))
 
     def _refresh(self) -> None:
         while not self._stop.is_set():
@@ -163,14 +168,18 @@ class Searcher:
 
     # ------------------------------------------------------------------ searching
     async def search(self, queries: list[str], k: int, topk: int | None,
-                     weights: dict[str, float] | None, filter: str | None) -> list[SearchResult]:
-        """The results of ``queries`` (one per query), run in the next batch."""
+                     weights: dict[str, float] | None, filter: str | None,
+                     per: str = "video", video: str | None = None) -> list[SearchResult]:
+        """The results of ``queries`` (one per query), run in the next batch: one hit per
+        video (``per="video"``) or per stored segment, within video ``video`` when given."""
         if self._stop.is_set():
             raise Unavailable("the service is shutting down")
         self.model.fusion_weights(weights)  # a bad weight fails now, alone, not in a batch
+        segments.check_per(per)
         loop = asyncio.get_running_loop()
         request = Request(list(queries), k, self.topk_default if topk is None else topk,
-                          weights, filter, loop.create_future(), loop)
+                          weights, segments.search_filter(filter, video), loop.create_future(),
+                          loop, per)
         self._queue.put(request)
         return await request.future
 
@@ -244,7 +253,8 @@ class Searcher:
                                 weights=first.weights,
                                 queries=[q for r, _ in members for q in r.queries],
                                 timings={"encode_text": encode_seconds}, codec=state.codec,
-                                hot=state.hot, allowed=allowed)
+                                hot=state.hot, allowed=allowed,
+                                groups=state.groups if first.per == "video" else None)
         except BaseException as err:  # noqa: BLE001
             for request, _ in members:
                 request.answer(_as_error(err))
@@ -277,7 +287,8 @@ class Searcher:
                                                           int(0.99 * len(latency)))], 2),
                            mean_batch=round(statistics.mean(self._batch_sizes), 2))
         info = self.index.model_info
-        return {"videos": int(state.snapshot.stage1.index.ntotal), "version": state.version,
+        return {"videos": len(state.offsets), "rows": int(state.snapshot.stage1.index.ntotal),
+                "version": state.version,
                 "model": {"name": info.name, "embed_dim": info.embed_dim, "frames": info.frames,
                           "patches": info.patches, "source": info.source,
                           "resize": (info.transform or {}).get("resize", "crop")},

@@ -91,6 +91,7 @@ function card(hit, rank) {
   when.textContent = moment.start !== undefined && moment.start !== null
     ? `${seconds(moment.start)}–${seconds(moment.end)}` : "stage 1 only";
   frame.append(when);
+  const others = (hit.moments || []).length - 1;
   const meta = document.createElement("div");
   meta.className = "meta";
   const id = document.createElement("div");
@@ -102,6 +103,12 @@ function card(hit, rank) {
     ? `stage 1 ${hit.stage1_score.toFixed(2)} (not re-scored)`
     : `fused ${hit.score.toFixed(2)} · stage 1 ${hit.stage1_score.toFixed(2)}`;
   meta.append(id, scores);
+  if (others > 0) {
+    const more = document.createElement("span");
+    more.className = "more";
+    more.textContent = `+${others} more moment${others > 1 ? "s" : ""}`;
+    id.append(more);
+  }
   if (hit.score !== null && hit.stage1_rank !== rank) {
     const badge = document.createElement("span");
     badge.className = hit.stage1_rank > rank ? "badge" : "badge down";
@@ -139,10 +146,39 @@ async function search(query, push) {
   }
 }
 
+// The timeline under the player marks the video's matched moments (the best one brighter);
+// a mark plays its moment.
+let shown = null;   // the hit whose moments the timeline marks
+function drawTimeline() {
+  const line = $("timeline");
+  line.querySelectorAll(".mark").forEach((m) => m.remove());
+  const duration = (shown && shown.duration) || player.duration;
+  const moments = (shown && shown.moments) || [];
+  line.hidden = !moments.length || !(duration > 0);
+  if (line.hidden) return;
+  moments.forEach((m, i) => {
+    const mark = document.createElement("button");
+    mark.type = "button";
+    mark.className = i === 0 ? "mark best" : "mark";
+    mark.style.left = `${(100 * m.start) / duration}%`;
+    mark.style.width = `${(100 * (m.end - m.start)) / duration}%`;
+    mark.title = `${seconds(m.start)}–${seconds(m.end)} · score ${m.score.toFixed(2)}`;
+    mark.setAttribute("aria-label", `play the moment ${seconds(m.start)} to ${seconds(m.end)}`);
+    mark.addEventListener("click", () => {
+      window_ = { start: m.start, end: m.end };
+      line.querySelectorAll(".mark").forEach((x) => x.classList.toggle("playing", x === mark));
+      startWindow();
+    });
+    line.append(mark);
+  });
+}
+
 function openPlayer(hit, button) {
   opener = button;
+  shown = hit;
   const moment = hit.moment || {};
   window_ = { start: moment.start ?? 0, end: moment.end ?? null };
+  drawTimeline();
   $("viewer-title").textContent = hit.video_id;
   $("viewer-note").textContent = hit.moment
     ? `matched ${seconds(window_.start)}–${seconds(window_.end)} (best frame ${seconds(moment.time)})`
@@ -166,11 +202,13 @@ function startWindow() {
   if (played && played.catch) played.catch(() => { /* autoplay refused: the user presses play */ });
 }
 
-player.addEventListener("loadedmetadata", startWindow);
+player.addEventListener("loadedmetadata", () => { drawTimeline(); startWindow(); });
 player.addEventListener("seeked", () => {
   if (window_ && player.dataset.seekedTo === "") player.dataset.seekedTo = String(window_.start);
 });
 player.addEventListener("timeupdate", () => {
+  const duration = (shown && shown.duration) || player.duration;
+  if (duration > 0) $("playhead").style.left = `${Math.min(100, (100 * player.currentTime) / duration)}%`;
   if (window_ && window_.end !== null && player.currentTime >= window_.end) {
     player.pause();
     window_ = { start: window_.start, end: null };   // the user may play on past the moment
