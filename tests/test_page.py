@@ -79,6 +79,8 @@ def test_search_shows_hits_and_the_player_opens_at_the_moment(server, browser):
         response = route.fetch()
         body = response.json()
         body["hits"][0]["moment"] = {"time": 2.05, "start": 1.75, "end": 2.55}
+        body["hits"][0]["moments"] = [{"start": 1.75, "end": 2.55, "score": 3.0},
+                                      {"start": 0.25, "end": 0.75, "score": 2.0}]
         route.fulfill(response=response, body=json.dumps(body))
     page.route("**/api/search?*", later_moment)
     page.goto(server + "/")
@@ -102,6 +104,11 @@ def test_search_shows_hits_and_the_player_opens_at_the_moment(server, browser):
                           " src: player.currentSrc})")
     assert state["err"] is None and "/media" in state["src"]
     assert 1.75 - 0.05 <= state["t"] <= 2.55 + 0.3
+    marks = page.locator("#timeline .mark")  # the timeline marks both moments
+    assert marks.count() == 2 and "best" in (marks.first.get_attribute("class") or "")
+    marks.nth(1).click()
+    page.wait_for_function("player.currentTime < 1.0", timeout=20_000)
+    assert "+1 more moment" in page.locator(".hit .id").first.inner_text()
     page.keyboard.press("Escape")
     assert page.locator("#viewer").is_hidden()
     assert not errors

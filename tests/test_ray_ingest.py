@@ -81,6 +81,34 @@ def test_ray_ingest_gives_the_rows_eercf_index_gives(library, tmp_path, capsys):
     assert sorted(h.video_id for h in hits) == sorted(expected)  # stage 1 holds every row
 
 
+def test_ray_ingest_segments_a_long_video_as_eercf_index_does(library, tmp_path, capsys):
+    """A long video's segments: the same rows as ``eercf index`` (spans, times), committed
+    together with it."""
+    from eercf.synthetic.long import make_long
+
+    make_long(tmp_path / "bench", videos=1, seed=2, minutes=(1.5, 1.5), progress=False)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "long.mp4").symlink_to(tmp_path / "bench" / "videos" / "v_long0.mp4")
+    (videos / "short.mp4").symlink_to(library / "videos" / "red0.mp4")
+    common = [str(videos), "--model", str(library / "model"), "--batch-size", "4",
+              "--codec", "exact"]
+    summary = run("index", *common, "--index", str(tmp_path / "ray"), "--ray",
+                  "--commit-every", "1", capsys=capsys)
+    plain = run("index", *common, "--index", str(tmp_path / "plain"), "--workers", "0",
+                capsys=capsys)
+    assert summary["added"] == plain["added"] == 2 and summary["segments"] == plain["segments"] > 10
+
+    def segment_rows(folder: Path) -> dict:
+        table = store.open_dataset(str(folder / "videos.lance")).to_table(
+            columns=["id", "segment_start", "segment_end", "timestamps"])
+        return {(r["id"], r["segment_start"]): (r["segment_end"], json.dumps(r["timestamps"]))
+                for r in table.to_pylist()}
+
+    assert segment_rows(tmp_path / "ray") == segment_rows(tmp_path / "plain")
+    assert sorted(VideoIndex.open(tmp_path / "ray").ids()) == ["long", "short"]
+
+
 def test_ray_needs_a_saved_model(tmp_path):
     from eercf.errors import EercfError
     from eercf.index.ray_ingest import ray_ingest

@@ -8,7 +8,11 @@
   store (``lance.fragment.write_fragments``: data files, not yet part of any version);
 - the driver commits the fragments every ``commit_every`` videos (one ``Append`` per commit),
   so a crash loses at most the uncommitted videos and a rerun skips what is in. A video that
-  cannot be read is reported and skipped, as in ``ingest``.
+  cannot be read is reported and skipped, as in ``ingest``;
+- a long video's segments (planned on the driver, as ``ingest`` plans them) are written as
+  fragments of their own, which the driver commits only once every segment of that video is
+  written, and drops (files no version names) when one of them failed: a video is in the
+  index whole or not at all.
 
 Ray's own ``Dataset.write_lance`` is not used: it commits only at the end, and fails with
 current pylance (ray issue 65129).
@@ -25,6 +29,7 @@ import numpy as np
 from ..errors import EercfError
 from . import store
 from .ingest import record_metadata, settle_codec
+from .segments import plan_rows
 
 if TYPE_CHECKING:
     from ..data.datasets import VideoRecord
@@ -60,6 +65,8 @@ def _decode(batch: dict[str, np.ndarray], transform: "VideoTransform") -> dict[s
         out["duration"].append(float("nan") if failed or item["duration"] is None
                                else float(item["duration"]))
     out["metadata"] = [str(m) for m in batch["metadata"]]  # passed through to the encoder
+    out["span"] = [str(s) for s in batch["span"]]
+    out["hold"] = [str(h) for h in batch["hold"]]
     return {k: np.stack(v) if k in ("frames", "mask") else np.asarray(v) for k, v in out.items()}
 
 
@@ -85,8 +92,9 @@ class _Encoder:
         ok = np.flatnonzero(batch["error"] == "")
         failed = [{"video": str(batch["video_id"][i]), "path": str(batch["path"][i]),
                    "error": str(batch["error"][i])} for i in np.flatnonzero(batch["error"] != "")]
-        fragments: list[str] = []
+        fragments: list[dict[str, str]] = []
         ids = [str(batch["video_id"][i]) for i in ok]
+        spans = [tuple(json.loads(batch["span"][i])) if batch["span"][i] else None for i in ok]
         if len(ok):
             with torch.inference_mode():
                 features = self.model.encode_video(
@@ -99,11 +107,18 @@ class _Encoder:
                                    [stored_uri(str(batch["path"][i])) for i in ok], durations,
                                    [json.loads(batch["timestamps"][i]) for i in ok], features,
                                    [json.loads(batch["metadata"][i]) for i in ok],
-                                   self.index.pq_codec(dataset))
-            written = lance.fragment.write_fragments(
-                table, self.index.location.join(store.DATASET), schema=table.schema,
-                storage_options=self.index.location.options or None)
-            fragments = [json.dumps(f.to_json()) for f in written]
+                                   self.index.pq_codec(dataset), spans)
+            # whole videos share a fragment; each long video's segments get their own, so
+            # that the driver can hold them back until the video is complete
+            groups: dict[str, list[int]] = {}
+            for row, (video_id, i) in enumerate(zip(ids, ok)):
+                groups.setdefault(video_id if batch["hold"][i] else "", []).append(row)
+            for video_id, rows in groups.items():
+                written = lance.fragment.write_fragments(
+                    table.take(rows), self.index.location.join(store.DATASET),
+                    schema=table.schema, storage_options=self.index.location.options or None)
+                fragments += [{"video": video_id, "fragment": json.dumps(f.to_json())}
+                              for f in written]
         return {"fragments": [json.dumps(fragments)], "added": [json.dumps(ids)],
                 "failed": [json.dumps(failed)]}
 
@@ -126,7 +141,8 @@ def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address
     index.check_model(model)
     transform = index.model_info.video_transform(model)
     started = time.perf_counter()
-    summary: dict[str, Any] = {"added": 0, "skipped": 0, "failed": [], "commits": 0}
+    summary: dict[str, Any] = {"added": 0, "segments": 0, "skipped": 0, "failed": [],
+                               "commits": 0}
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if not ray.is_initialized():
         try:
@@ -136,13 +152,20 @@ def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address
             raise EercfError(f"cannot reach the Ray cluster at {address}: {err}") from None
     gpus = int(ray.cluster_resources().get("GPU", 0))
     with index.writing():
+        if index.segmenting is not None and not store.has_spans(index._dataset().schema):
+            store.add_span_columns(index._dataset())  # as VideoIndex.add does on first use
         present = set(index.ids())
         todo = [r for r in records if r.video_id not in present]
         summary["skipped"] = len(records) - len(todo)
-        if todo:
+        rows, summary["failed"] = plan_rows(todo, index.segmenting)
+        expected: dict[str, int] = {}
+        for r in rows:
+            expected[r.video_id] = expected.get(r.video_id, 0) + 1
+        if rows:
             items = [{"video_id": r.video_id, "path": str(r.path),
                       "span": json.dumps(list(r.span)) if r.span else "",
-                      "metadata": json.dumps(record_metadata(r))} for r in todo]
+                      "metadata": json.dumps(record_metadata(r)),
+                      "hold": "1" if expected[r.video_id] > 1 else ""} for r in rows]
             ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // batch_size))
             ds = ds.map_batches(_decode, batch_size=batch_size, fn_kwargs={"transform": transform},
                                 num_cpus=1)
@@ -151,7 +174,10 @@ def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address
                                 num_gpus=1 if gpus else 0,
                                 fn_constructor_kwargs={"index_uri": str(index.folder),
                                                        "source": source})
-            pending: list = []
+            pending: list = []        # fragments of whole videos, ready to commit
+            held: dict[str, list] = {}  # a long video's fragments, until all its rows are in
+            done: dict[str, int] = {}
+            broken: set[str] = set()
             pending_videos = 0
 
             def commit() -> None:
@@ -168,16 +194,28 @@ def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address
                 summary["commits"] += 1
                 pending, pending_videos = [], 0
 
+            from lance.fragment import FragmentMetadata
             from tqdm import tqdm
-            with tqdm(total=len(todo), unit="video", desc="ray ingest", disable=not progress) as bar:
+            with tqdm(total=len(rows), unit="row", desc="ray ingest", disable=not progress) as bar:
                 for row in ds.iter_rows():
-                    from lance.fragment import FragmentMetadata
-
-                    pending.extend(FragmentMetadata.from_json(f)
-                                   for f in json.loads(row["fragments"]))
                     added, failed = json.loads(row["added"]), json.loads(row["failed"])
-                    pending_videos += len(added)
-                    summary["failed"].extend(failed)
+                    for f in json.loads(row["fragments"]):
+                        fragment = FragmentMetadata.from_json(f["fragment"])
+                        (held.setdefault(f["video"], []) if f["video"] else pending).append(fragment)
+                    for item in failed:
+                        if item["video"] not in broken:
+                            summary["failed"].append(item)
+                        broken.add(item["video"])
+                    for video_id in added + [item["video"] for item in failed]:
+                        done[video_id] = done.get(video_id, 0) + 1
+                        if done[video_id] < expected[video_id]:
+                            continue
+                        fragments = held.pop(video_id, [])
+                        if video_id in broken:
+                            continue  # its written segments stay out of every version
+                        pending.extend(fragments)
+                        pending_videos += 1
+                        summary["segments"] += expected[video_id] if fragments else 0
                     bar.update(len(added) + len(failed))
                     if pending_videos >= commit_every:
                         commit()
