@@ -5,8 +5,8 @@ candidates' fine features from the store and re-scores them with ``model.rerank`
 non-zero fusion weight are computed). Re-scored candidates rank above all others.
 
 Each re-scored hit also says *when* it matched (the frame the strong TIB gate weighs most, and
-the run of frames around it whose gate logits lie nearer the best's than the worst's) and *where* (the patch the patch
-gate weighs most, as a row/column of the patch grid).
+the run of frames around it that show the text: nearer the best frame than the query's typical
+frame) and *where* (the patch the patch gate weighs most, as a row/column of the patch grid).
 """
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from .codecs import PQCodec
 
 WEIGHT_FLOOR = 1e-6        # gate weights below this fraction of the best count as it
+BRIDGE_FRAMES = 2          # a moment goes on over this many frames that do not show the text
+#                            (a flash, a cut-away) when frames after them do
 SHARED_QUERIES = 32        # a batch's queries whose candidates' hot tier is read in one take
 
 
@@ -96,25 +98,39 @@ def _seconds(value: float) -> float | None:
 
 
 def matched_moment(frame_weights: np.ndarray, timestamps: np.ndarray, mask: np.ndarray,
-                   duration: float | None, span: tuple[float, float] | None = None) -> Moment:
+                   duration: float | None, span: tuple[float, float] | None = None,
+                   similarity: np.ndarray | None = None, background: float | None = None
+                   ) -> Moment:
     """The moment from the strong TIB frame gate ``frame_weights [F]``: the best frame's time,
-    and the contiguous run of real frames around it whose gate logit (the log weight: the
-    frame-text similarity over the gate temperature, up to a constant) is at least halfway
-    from the worst real frame's to the best's, widened to the midpoints between that run and
-    its neighbouring samples (the video's start and end, or the segment's ``span``, beyond the
-    first and last samples). Halfway in logits splits the frames that show the text from those
-    that do not whatever the gate's temperature; frames equally good all join."""
+    and the contiguous run of real frames around it that show the text, widened to the
+    midpoints between that run and its neighbouring samples (the video's start and end, or
+    the segment's ``span``, beyond the first and last samples).
+
+    A frame shows the text when its gate logit (``similarity``, the text-frame products the
+    gate is the softmax of; without it the log weights, the same up to scale and shift) lies
+    nearer the best frame's than the ``background``: the query's typical frame among all its
+    candidates (two-stage search passes the median), else this video's worst frame. So frames
+    all as good as the best make the whole video (or segment), and a brief event among
+    unrelated frames only its own frames, whatever the gate's temperature. The run bridges
+    dips of up to ``BRIDGE_FRAMES`` frames (a flash or a cut-away inside the moment)."""
     real = np.flatnonzero(mask)
     weights = frame_weights[real].astype(np.float64)
-    logits = np.log(np.maximum(weights, WEIGHT_FLOOR * max(weights.max(), 1e-300)))
+    if similarity is not None:
+        logits = similarity[real].astype(np.float64)
+    else:
+        logits = np.log(np.maximum(weights, WEIGHT_FLOOR * max(weights.max(), 1e-300)))
     times = timestamps[real]
-    best = int(np.argmax(logits))
-    cut = (logits[best] + logits.min()) / 2
+    best = int(np.argmax(weights))
+    reference = logits.min() if background is None else min(float(background), logits[best])
+    shows = logits >= (logits[best] + reference) / 2
     first = last = best
-    while first > 0 and logits[first - 1] >= cut:
-        first -= 1
-    while last < len(real) - 1 and logits[last + 1] >= cut:
-        last += 1
+    while True:  # grow over frames that show it, bridging dips of up to BRIDGE_FRAMES
+        before = [i for i in range(max(0, first - BRIDGE_FRAMES - 1), first) if shows[i]]
+        after = [i for i in range(last + 1, min(len(real), last + BRIDGE_FRAMES + 2)) if shows[i]]
+        if not before and not after:
+            break
+        first = min(before or [first])
+        last = max(after or [last])
     if span is not None:
         duration = span[1]
     start = (span[0] if span else 0.0) if first == 0 else (times[first - 1] + times[first]) / 2
@@ -199,9 +215,12 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
         fused_np = fused[0].float().cpu().numpy()
         frame_weights = scores["frame_weights"][0].float().cpu().numpy()
         patch_weights = scores["patch_weights"][0].float().cpu().numpy()
+        similarity = scores["frame_similarity"][0].float().cpu().numpy()
         mask = cand.mask.cpu().numpy()
+        background = float(np.median(similarity[mask]))  # the query's typical frame
         rescored[row] = [_Rescored(int(found[j]), float(fused_np[j]), int(ranks[j]),
-                                   frame_weights[j], patch_weights[j], mask[j])
+                                   frame_weights[j], patch_weights[j], mask[j], similarity[j],
+                                   background)
                          for j in np.lexsort((ranks, -fused_np))[:k]]  # ties by stage 1
 
     def read_exact() -> None:
@@ -278,7 +297,7 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
             hits.append(_hit(*info[int(labels[row, j])], None, scale * float(inner[row, j]), j,
                              None, patches))
         if groups is not None:
-            hits = group_by_video(hits, videos_wanted, store.dims(dataset.schema)[1])
+            hits = group_by_video(hits, videos_wanted)
         results.append(SearchResult(queries[row], hits, version=stage1.version))
     timings["stage2"] = time.perf_counter() - started
     timings["stage2_read"] = reads["hot"] + reads["cold"]
@@ -300,6 +319,8 @@ class _Rescored:
     frame_weights: np.ndarray
     patch_weights: np.ndarray
     mask: np.ndarray
+    similarity: np.ndarray  # the frame gate's logits [F], and the query's median of them
+    background: float
 
 
 def _hit(info: store.Rows, i: int, score: float | None, stage1_score: float, rank: int,
@@ -310,7 +331,8 @@ def _hit(info: store.Rows, i: int, score: float | None, stage1_score: float, ran
     moment = where = None
     moments = []
     if rescored is not None:
-        moment = matched_moment(rescored.frame_weights, times, rescored.mask, duration, span)
+        moment = matched_moment(rescored.frame_weights, times, rescored.mask, duration, span,
+                                rescored.similarity, rescored.background)
         where = matched_where(rescored.patch_weights, times, patches)
         if moment.start is not None and moment.end is not None:
             moments = [ScoredMoment(moment.start, moment.end, score)]

@@ -47,6 +47,7 @@ class Segmenting:
     segment: float = SEGMENT
     stride: float = STRIDE
     long_after: float = LONG_AFTER
+    shots: bool = True  # segments stay inside the video's shots (``eercf.data.shots``)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.segment) and self.segment > 0):
@@ -57,17 +58,28 @@ class Segmenting:
         if not (math.isfinite(self.long_after) and self.long_after >= 0):
             raise EercfError(f"--long-after must be >= 0 seconds, got {self.long_after}")
 
-    def spans(self, duration: float | None) -> list[tuple[float, float]] | None:
+    def is_long(self, duration: float | None) -> bool:
+        """Whether a ``duration``-second video is cut into segments."""
+        return (duration is not None and math.isfinite(duration)
+                and duration > max(self.long_after, self.segment))
+
+    def spans(self, duration: float | None,
+              shots: Sequence[tuple[float, float]] | None = None) -> list[tuple[float, float]] | None:
         """The segments of a ``duration``-second video, or None to keep it whole (not longer
-        than ``long_after``, or than one segment)."""
-        if duration is None or not math.isfinite(duration):
+        than ``long_after``, or than one segment): windows of ``segment`` seconds every
+        ``stride`` within each of its ``shots`` (the whole video when not given), a shot no
+        longer than a segment being one segment, the last window of a shot ending with it."""
+        if not self.is_long(duration):
             return None
-        if duration <= max(self.long_after, self.segment):
-            return None
-        starts = np.arange(0.0, duration - self.segment + 1e-6, self.stride)
-        spans = [(round(float(s), 3), round(float(s) + self.segment, 3)) for s in starts]
-        if spans[-1][1] < duration - 1e-3:  # the last segment ends with the video
-            spans.append((round(duration - self.segment, 3), round(duration, 3)))
+        spans = []
+        for start, end in shots or [(0.0, float(duration))]:
+            if end - start <= self.segment + 1e-6:
+                spans.append((round(start, 3), round(end, 3)))
+                continue
+            starts = np.arange(start, end - self.segment + 1e-6, self.stride)
+            spans += [(round(float(s), 3), round(float(s) + self.segment, 3)) for s in starts]
+            if spans[-1][1] < end - 1e-3:  # the last window ends with the shot
+                spans.append((round(end - self.segment, 3), round(end, 3)))
         return spans
 
     @classmethod
@@ -90,17 +102,23 @@ def plan_rows(records: Sequence["VideoRecord"], segmenting: Segmenting | None, *
     """The rows to encode for ``records``: a long video becomes one record per segment (its
     ``span`` set), any other stays as it is (a record that already has a span, e.g. an
     annotated part of a video, is never cut). Durations come from the headers, read in
-    ``workers`` threads; a video whose header cannot be read is returned in the failures
+    ``workers`` threads, and a long video's shots from one pass over it at a few frames a
+    second (``eercf.data.shots``); a video whose header cannot be read is returned in the failures
     (``{"video", "path", "error"}``) and left out."""
+    from ..data.shots import video_shots
     from ..data.video import duration_of
 
     if segmenting is None:
         return list(records), []
     todo = [r for r in records if r.span is None]
 
-    def duration(record: "VideoRecord") -> float | str:
+    def duration(record: "VideoRecord") -> tuple[float, list | None] | str:
+        """The video's duration and, for a long one, its shots (or why it cannot be read)."""
         try:
-            return duration_of(record.path, timeout=timeout, folder_fps=folder_fps)
+            seconds = duration_of(record.path, timeout=timeout, folder_fps=folder_fps)
+            if segmenting.shots and segmenting.is_long(seconds):
+                return seconds, video_shots(record.path, seconds)
+            return seconds, None
         except EercfError as err:
             return str(err)
 
@@ -112,7 +130,7 @@ def plan_rows(records: Sequence["VideoRecord"], segmenting: Segmenting | None, *
         if isinstance(value, str):
             failed.append({"video": record.video_id, "path": str(record.path), "error": value})
             continue
-        spans = None if value is None else segmenting.spans(value)
+        spans = None if value is None else segmenting.spans(*value)
         rows += [record] if spans is None else [replace(record, span=s) for s in spans]
     return rows, failed
 
@@ -201,15 +219,15 @@ class ScoredMoment:
     score: float
 
 
-def merge_moments(moments: Sequence[tuple[ScoredMoment, float]], spread: float) -> list[ScoredMoment]:
-    """Moments (with each one's touching tolerance, seconds), best first, merged: one that
-    overlaps (or touches) a better one joins it when its score is within ``MERGE_MARGIN *
-    spread`` of it (the same stretch, seen by overlapping segments), and is dropped otherwise
-    (a weaker view of it)."""
+def merge_moments(moments: Sequence[ScoredMoment], spread: float) -> list[ScoredMoment]:
+    """Moments, best first, merged: one that overlaps a better one joins it when its score is
+    within ``MERGE_MARGIN * spread`` of it (the same stretch, seen by overlapping segments of
+    one shot), and is dropped otherwise (a weaker view of it). Moments that only meet (the
+    segments of two shots, on either side of a cut) stay apart."""
     kept: list[ScoredMoment] = []
-    for moment, tolerance in sorted(moments, key=lambda m: -m[0].score):
+    for moment in sorted(moments, key=lambda m: -m.score):
         for cluster in kept:
-            if moment.start <= cluster.end + tolerance and moment.end >= cluster.start - tolerance:
+            if moment.start < cluster.end and moment.end > cluster.start:
                 if moment.score >= cluster.score - MERGE_MARGIN * spread:
                     cluster.start = min(cluster.start, moment.start)
                     cluster.end = max(cluster.end, moment.end)
@@ -219,7 +237,7 @@ def merge_moments(moments: Sequence[tuple[ScoredMoment, float]], spread: float) 
     return kept[:MAX_MOMENTS]
 
 
-def group_by_video(hits: Sequence["Hit"], k: int, frames: int) -> list["Hit"]:
+def group_by_video(hits: Sequence["Hit"], k: int) -> list["Hit"]:
     """One hit per video, best first (re-scored videos by their best segment's fused score,
     then the others in stage-1 order), ``k`` of them: the best segment's hit with the video's
     merged moments; its ``moment`` is the first of them (the best frame's time kept)."""
@@ -231,20 +249,12 @@ def group_by_video(hits: Sequence["Hit"], k: int, frames: int) -> list["Hit"]:
     grouped = []
     for group in list(by_video.values())[:k]:
         best = group[0]
-        moments = [(m, _tolerance(h, frames)) for h in group for m in h.moments]
-        merged = merge_moments(moments, spread)
+        merged = merge_moments([m for h in group for m in h.moments], spread)
         moment = best.moment
         if merged and moment is not None:
             moment = replace(moment, start=merged[0].start, end=merged[0].end)
         grouped.append(replace(best, moment=moment, moments=merged))
     return grouped
-
-
-def _tolerance(hit: "Hit", frames: int) -> float:
-    """Moments this far apart still touch: half a frame spacing of the hit's segment."""
-    if hit.segment is None:
-        return 0.0
-    return 0.5 * (hit.segment.end - hit.segment.start) / max(1, frames)
 
 
 PER = ("video", "segment")

@@ -73,8 +73,8 @@ def candidate_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tens
     ``mask [T, K, F]``; for one query, ``patches`` may instead be a codec's view with
     ``products(text)``, ``pooled_sum(gate)`` and ``per_frame``, see ``index.codecs``).
     Returns the ``[T, K]`` logits of ``levels``, plus the gate weights
-    that say *when* (``frame_weights [T, K, F]``) and *where* (``patch_weights [T, K, F*P]``)
-    the match is.
+    that say *when* (``frame_weights [T, K, F]``, and ``frame_similarity``, the text-frame
+    products they are the softmax of) and *where* (``patch_weights [T, K, F*P]``) the match is.
 
     Stage 2's cost is reading and scoring the candidates' patches (30 MB of fp16 for K = 50 at
     ViT-B/32 shapes), so the fine levels may come in fp16, as an index stores them, and each
@@ -121,6 +121,7 @@ def candidate_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tens
     if with_weights:
         out["frame_weights"] = frame_gate
         out["patch_weights"] = patch_gate
+        out["frame_similarity"] = a.clone()  # the frame gate's logits before its temperature
     return out
 
 
