@@ -28,6 +28,8 @@ from eercf.index.segments import (ScoredMoment, Segmenting, Span, group_by_video
 from eercf.model import EERCF, VideoFeatures
 from eercf.model.config import get_model_config
 from eercf.model.tokenizer import CLIPTokenizer
+from eercf.data.shots import find_cuts, shots, video_shots
+from eercf.data.video import duration_of
 from eercf.synthetic.long import make_long
 
 from conftest import SHARED_DATA
@@ -87,6 +89,7 @@ def test_segments_of_real_clips_are_sampled_over_their_spans(tmp_path, model):
     clips = sorted(REAL_CLIPS.glob("*.mp4"))
     records = [VideoRecord(c.stem, c, [], "test") for c in clips]
     rule = Segmenting(segment=4.0, stride=2.0, long_after=5.0)
+    cuts = {c.stem: video_shots(c, duration_of(c)) for c in clips}
     rows, failed = plan_rows(records, rule)
     assert not failed and len(rows) > len(records)
     index = VideoIndex.create(tmp_path / "idx", model, codec="exact", segmenting=rule)
@@ -97,24 +100,59 @@ def test_segments_of_real_clips_are_sampled_over_their_spans(tmp_path, model):
     for clip in clips:
         mine = [r for r in table.to_pylist() if r["id"] == clip.stem]
         duration = mine[0]["duration"]
-        assert [(r["segment_start"], r["segment_end"]) for r in mine] == rule.spans(duration)
+        spans = [(r["segment_start"], r["segment_end"]) for r in mine]
+        assert spans == rule.spans(duration, cuts[clip.stem])
+        edges = [a for a, _ in cuts[clip.stem][1:]]  # no segment straddles a cut
+        assert not any(a < edge < b for a, b in spans for edge in edges)
         for r in mine:
             times = [t for t in r["timestamps"] if np.isfinite(t)]
             assert len(times) >= 4 and times == sorted(times)
             assert r["segment_start"] - 0.05 <= times[0] and times[-1] <= r["segment_end"] + 0.05
     assert len(index) == len(clips) and index.ids() == [c.stem for c in clips]
+    plain = replace(rule, shots=False)  # windows over the whole clip
+    assert plan_rows(records[:1], plain)[0][-1].span == plain.spans(duration_of(clips[0]))[-1]
     whole = VideoIndex.create(tmp_path / "whole", model, codec="exact")  # default rule: whole
     ingest(whole, model, records, workers=0, progress=False)
     assert whole.stats()["rows"] == len(clips)
 
 
+def test_cuts_ignore_motion_flashes_and_inserts():
+    """Thumbnails of three scenes with a moving dot, a one-sample flash and a 2-second insert
+    (away and back): two cuts; a too-short shot joins its neighbour."""
+    times = np.arange(0, 30, 0.25)
+    thumbs = np.zeros((len(times), 24, 24, 3), np.float32)
+    for i, t in enumerate(times):
+        thumbs[i] = 0.2 if t < 10 else (0.6 if t < 20 else 0.9)  # scenes cut at 10 and 20
+        thumbs[i, 10:14, int(t * 2) % 20:int(t * 2) % 20 + 4] = 1.0  # motion is no cut
+    thumbs[times == 4.0] = 1.0                                       # a flash
+    thumbs[(times >= 24.0) & (times < 26.0), :, :12] = 0.0           # an insert, then back
+    assert find_cuts(times, thumbs) == [10.0, 20.0]
+    assert shots([10.0, 20.0], 30.0) == [(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]
+    assert shots([10.0, 11.0, 20.0], 30.0) == [(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]
+    assert shots([], 30.0) == [(0.0, 30.0)]
+
+
+def test_cuts_of_a_long_video_fall_on_its_clips_frames(tmp_path):
+    """The cuts between the clips of a synthetic long video, to the frame, and no others (each
+    clip's flash is a cut away and back)."""
+    make_long(tmp_path, videos=1, seed=4, minutes=(1.5, 1.5), progress=False)
+    truth = json.loads((tmp_path / "val_1.json").read_text())["v_long0"]
+    clips = json.loads((tmp_path / "synth.json").read_text())
+    found = video_shots(tmp_path / "videos" / "v_long0.mp4", truth["duration"])
+    expected = [tuple(c["span"]) for c in clips]
+    assert len(found) == len(expected)
+    assert np.allclose(np.array(found), np.array(expected), atol=1e-3)
+
+
 def test_merge_moments_joins_overlapping_strong_views_only():
-    moments = [(ScoredMoment(10, 14, 9.0), 0.5), (ScoredMoment(13, 18, 8.8), 0.5),  # joins
-               (ScoredMoment(17, 30, 5.0), 0.5),   # overlaps, too weak: dropped
-               (ScoredMoment(40, 44, 7.0), 0.5),   # elsewhere: its own moment
-               (ScoredMoment(44.4, 46, 6.9), 0.5)]  # touches it within tolerance: joins
+    moments = [ScoredMoment(10, 14, 9.0), ScoredMoment(13, 18, 8.8),  # overlap: joins
+               ScoredMoment(17, 30, 5.0),    # overlaps, too weak: dropped
+               ScoredMoment(40, 44, 7.0),    # elsewhere: its own moment
+               ScoredMoment(43, 46, 6.9),    # overlaps it: joins
+               ScoredMoment(46, 50, 6.95)]   # only meets it (another shot): apart
     merged = merge_moments(moments, spread=4.0)  # margin 0.25 * 4 = 1.0
-    assert [(m.start, m.end, m.score) for m in merged] == [(10, 18, 9.0), (40, 46, 7.0)]
+    assert [(m.start, m.end, m.score) for m in merged] == [(10, 18, 9.0), (40, 46, 7.0),
+                                                          (46, 50, 6.95)]
 
 
 def hit(video: str, score: float | None, span: tuple[float, float] | None, moment=None) -> Hit:
@@ -127,13 +165,13 @@ def test_group_by_video_keeps_order_and_merges():
     hits = [hit("a", 9.0, (0, 12), (8, 12)), hit("b", 8.5, None, (1, 3)),
             hit("a", 8.9, (6, 18), (9, 15)), hit("a", 3.0, (60, 72), (61, 63)),
             hit("c", None, (0, 12))]
-    grouped = group_by_video(hits, k=10, frames=FRAMES)
+    grouped = group_by_video(hits, k=10)
     assert [g.video_id for g in grouped] == ["a", "b", "c"]
     a = grouped[0]
     assert (a.moment.start, a.moment.end) == (8, 15) and a.moment.time == 8  # merged, best frame
     assert [(m.start, m.end) for m in a.moments] == [(8, 15), (61, 63)]
     assert a.segment == Span(0, 12) and grouped[2].moments == [] and grouped[2].moment is None
-    assert len(group_by_video(hits, k=2, frames=FRAMES)) == 2
+    assert len(group_by_video(hits, k=2)) == 2
 
 
 def test_search_groups_segments_by_video(tmp_path, model):
@@ -225,8 +263,9 @@ def test_kill_while_a_long_video_is_indexed_leaves_none_of_it(long_video, tmp_pa
                           timeout=300)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
-    segments = len(Segmenting().spans(json.loads((root / "bench" / "val_1.json").read_text())
-                                      ["v_long0"]["duration"]))
+    duration = json.loads((root / "bench" / "val_1.json").read_text())["v_long0"]["duration"]
+    long_video = root / "bench" / "videos" / "v_long0.mp4"
+    segments = len(Segmenting().spans(duration, video_shots(long_video, duration)))
     assert summary["skipped"] == 1 and summary["added"] == 1 and summary["segments"] == segments
     index = VideoIndex.open(folder)
     assert index.ids() == ["a_short", "b_long"] and index.stats()["rows"] == 1 + segments
@@ -250,7 +289,7 @@ def test_moments_are_in_the_long_videos_timeline(long_video, tmp_path, model):
     assert json.loads(json.dumps(result.to_dict()))["hits"][0]["segment"]["end"] == top.segment.end
     [inside] = index.search(truth["sentences"][3], k=1, model=model, video="v_long0")
     assert inside.hits[0].moments == top.moments
-    fewer = replace(index.segmenting, segment=30.0, stride=15.0)
+    fewer = replace(index.segmenting, segment=30.0, stride=15.0, shots=False)
     rows, _ = plan_rows([VideoRecord("v", root / "bench" / "videos" / "v_long0.mp4", [], "test")],
                         fewer)
     assert [r.span for r in rows] == fewer.spans(truth["duration"])

@@ -25,7 +25,7 @@ STEP_THUMB = 8     # every frame's thumbnail, to find the frame a cut falls on
 CUT = 0.05         # a cut: mean absolute difference (0-1) of consecutive thumbnails above this
 RATIO = 3.0        # ... and this many times the median difference around it (the motion level)
 CONTEXT = 5.0      # seconds either side of a difference that set its median
-INSERT = 2.5       # seconds: away and back to the same picture within this is not a cut
+INSERT = 5.0       # seconds: away and back to the same picture within this is not a cut
 MIN_SHOT = 2.0     # seconds: a shorter shot joins its neighbour
 
 
@@ -90,7 +90,7 @@ def find_cuts(times: np.ndarray, thumbs: np.ndarray) -> list[float]:
 def shots(cuts: list[float], duration: float) -> list[tuple[float, float]]:
     """The shots between ``cuts`` over ``[0, duration]``, a shorter one than ``MIN_SHOT``
     joined to the shorter of its neighbours."""
-    edges = [0.0] + [c for c in cuts if 0.0 < c < duration] + [duration]
+    edges = [0.0] + [round(c, 3) for c in cuts if 0.0 < c < duration] + [round(duration, 3)]
     spans = [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
     while len(spans) > 1:
         lengths = [b - a for a, b in spans]

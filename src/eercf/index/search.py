@@ -108,10 +108,11 @@ def matched_moment(frame_weights: np.ndarray, timestamps: np.ndarray, mask: np.n
 
     A frame shows the text when its gate logit (``similarity``, the text-frame products the
     gate is the softmax of; without it the log weights, the same up to scale and shift) lies
-    nearer the best frame's than the ``background``: the query's typical frame among all its
-    candidates (two-stage search passes the median), else this video's worst frame. So frames
-    all as good as the best make the whole video (or segment), and a brief event among
-    unrelated frames only its own frames, whatever the gate's temperature. The run bridges
+    nearer the best frame's than the reference: this video's worst frame or, when lower, the
+    ``background`` (the query's typical frame among all its candidates: two-stage search
+    passes their median). So frames all as good as the best make the whole video (or
+    segment), and a brief event among unrelated frames only its own frames, whatever the
+    gate's temperature. The run bridges
     dips of up to ``BRIDGE_FRAMES`` frames (a flash or a cut-away inside the moment)."""
     real = np.flatnonzero(mask)
     weights = frame_weights[real].astype(np.float64)
@@ -121,7 +122,7 @@ def matched_moment(frame_weights: np.ndarray, timestamps: np.ndarray, mask: np.n
         logits = np.log(np.maximum(weights, WEIGHT_FLOOR * max(weights.max(), 1e-300)))
     times = timestamps[real]
     best = int(np.argmax(weights))
-    reference = logits.min() if background is None else min(float(background), logits[best])
+    reference = logits.min() if background is None else min(float(background), logits.min())
     shows = logits >= (logits[best] + reference) / 2
     first = last = best
     while True:  # grow over frames that show it, bridging dips of up to BRIDGE_FRAMES

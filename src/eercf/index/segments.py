@@ -66,14 +66,16 @@ class Segmenting:
     def spans(self, duration: float | None,
               shots: Sequence[tuple[float, float]] | None = None) -> list[tuple[float, float]] | None:
         """The segments of a ``duration``-second video, or None to keep it whole (not longer
-        than ``long_after``, or than one segment): windows of ``segment`` seconds every
-        ``stride`` within each of its ``shots`` (the whole video when not given), a shot no
-        longer than a segment being one segment, the last window of a shot ending with it."""
+        than ``long_after``, or than one segment): each of its ``shots`` (the whole video when
+        not given) that is no longer than ``long_after`` (or a segment) is one segment, as a
+        video that long would be one row; a longer one is cut into windows of ``segment``
+        seconds every ``stride``, the last ending with the shot."""
         if not self.is_long(duration):
             return None
         spans = []
+        whole = max(self.segment, self.long_after) if shots else self.segment
         for start, end in shots or [(0.0, float(duration))]:
-            if end - start <= self.segment + 1e-6:
+            if end - start <= whole + 1e-6:
                 spans.append((round(start, 3), round(end, 3)))
                 continue
             starts = np.arange(start, end - self.segment + 1e-6, self.stride)
