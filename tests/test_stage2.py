@@ -50,10 +50,10 @@ def test_candidate_scores_ignore_order_company_precision_and_levels() -> None:
     for key, value in reference.items():
         assert torch.equal(batch[key][:1], value), key
     assert set(fused_only) == {"video", "frame_weak", "patch_weak", "frame_weights",
-                               "patch_weights"}
+                               "patch_weights", "frame_similarity"}
     for key, value in fused_only.items():
         assert torch.equal(value, reference[key]), key
-    assert set(reference) == set(LEVELS) | {"frame_weights", "patch_weights"}
+    assert set(reference) == set(LEVELS) | {"frame_weights", "patch_weights", "frame_similarity"}
     # padded frames carry no gate weight, at the frame or the patch level
     assert float(reference["frame_weights"][0][~mask[picks]].abs().sum()) == 0.0
     patch_mask = mask[picks].repeat_interleave(patches, dim=1)

@@ -105,7 +105,7 @@ def _stats(args: argparse.Namespace) -> int:
         raise EercfError("--stats only reads: it takes no SOURCE, --remove or --reindex")
     stats = VideoIndex.open(args.index).stats()
     if args.json:
-        print(json.dumps({key: stats[key] for key in ("videos", "rows", "codec", "bytes_per_video")}))
+        print(json.dumps({key: stats[key] for key in ("videos", "codec", "bytes_per_video")}))
         return 0
     sizes = stats["bytes_per_video"]
     chosen = "" if stats["chosen_codec"] == stats["codec"] else (
