@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--clip-seconds", type=float, nargs=2, default=[4.0, 8.0])
+    parser.add_argument("--shots-per-clip", type=int, default=1)
     parser.add_argument("--segment", type=float, default=None,
                         help="segment seconds (default: the model's)")
     parser.add_argument("--stride", type=float, default=None)
@@ -93,13 +94,16 @@ def main() -> None:
         segmenting = Segmenting(args.segment, args.stride or args.segment / 2,
                                 segmenting.long_after)
     out = {"checkpoint": args.checkpoint, "videos": args.videos,
-           "clip_seconds": args.clip_seconds, "seeds": {}}
+           "clip_seconds": args.clip_seconds, "shots_per_clip": args.shots_per_clip,
+           "seeds": {}}
     for seed in args.seeds:
-        data = args.work / f"long-{seed}-{args.clip_seconds[0]:g}-{args.clip_seconds[1]:g}"
+        data = args.work / (f"long-{seed}-{args.clip_seconds[0]:g}-{args.clip_seconds[1]:g}"
+                            + (f"-shots{args.shots_per_clip}" if args.shots_per_clip > 1 else ""))
         if not data.exists():
             subprocess.run(EERCF + ["synth", str(data), "--design", "long", "--videos",
                                     str(args.videos), "--seed", str(seed), "--clip-seconds",
-                                    *map(str, args.clip_seconds)], check=True,
+                                    *map(str, args.clip_seconds), "--shots-per-clip",
+                                    str(args.shots_per_clip)], check=True,
                            stdout=subprocess.DEVNULL)
         truth = json.loads((data / "synth.json").read_text())
         for name in ("short-index", "long-index"):

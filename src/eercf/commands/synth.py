@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default 1 10)")
     p.add_argument("--clip-seconds", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="the long design: each clip's length (default 4 8)")
+    p.add_argument("--shots-per-clip", type=int, default=None, metavar="N",
+                   help="the long design: cut each clip into N shots (its background changes, "
+                        "the scene goes on; default 1)")
     p.add_argument("--size", type=int, default=None, help="frame width and height in pixels "
                    "(default: the design's, 64 = the tiny model's input size, or 96)")
     p.add_argument("--test-fraction", type=float, default=0.2,
@@ -55,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
         summary = make_long(args.out, 4 if args.videos is None else args.videos, args.seed,
                             size=args.size or 64, minutes=tuple(args.minutes or MINUTES),
                             clip_seconds=tuple(args.clip_seconds or (4.0, 8.0)),
-                            overwrite=args.overwrite)
+                            shots_per_clip=args.shots_per_clip or 1, overwrite=args.overwrite)
         return _report(args, summary)
-    if args.minutes or args.clip_seconds:
-        raise EercfError("--minutes and --clip-seconds are options of --design long")
+    if args.minutes or args.clip_seconds or args.shots_per_clip:
+        raise EercfError("--minutes, --clip-seconds and --shots-per-clip are options of "
+                         "--design long")
     summary = make_synthetic(args.out, 1000 if args.videos is None else args.videos, args.seed,
                              design=args.design, size=args.size,
                              test_fraction=args.test_fraction, captions_per_video=args.captions,

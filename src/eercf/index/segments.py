@@ -38,6 +38,8 @@ STRIDE = 6.0         # seconds between segment starts
 MERGE_MARGIN = 0.25  # an overlapping segment within this fraction of the query's score spread
 #                      (best minus worst re-scored candidate) of the best joins its moment
 MAX_MOMENTS = 10     # moments listed per video hit
+TOUCH = 1e-3         # seconds: moments this close meet (two shots either side of a cut)
+MEET_MARGIN = 0.1    # moments that only meet join within this fraction of the spread
 
 
 @dataclass(frozen=True)
@@ -229,8 +231,10 @@ def merge_moments(moments: Sequence[ScoredMoment], spread: float) -> list[Scored
     kept: list[ScoredMoment] = []
     for moment in sorted(moments, key=lambda m: -m.score):
         for cluster in kept:
-            if moment.start < cluster.end and moment.end > cluster.start:
-                if moment.score >= cluster.score - MERGE_MARGIN * spread:
+            if moment.start <= cluster.end + TOUCH and moment.end >= cluster.start - TOUCH:
+                overlaps = moment.start < cluster.end and moment.end > cluster.start
+                margin = MERGE_MARGIN if overlaps else MEET_MARGIN
+                if moment.score >= cluster.score - margin * spread:
                     cluster.start = min(cluster.start, moment.start)
                     cluster.end = max(cluster.end, moment.end)
                 break

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import EercfError
 from .designs import DESIGNS
-from .render import frame_count, frame_size, render, write_video
+from .render import frame_count, frame_size, render
 from .scenes import (CORNER_COLOURS, CORNERS, FLASH_COLOURS, SHAPE_COLOURS, SHAPES, SynthVideo,
                      caption)
 
@@ -53,31 +53,46 @@ def _clips(n: int, rng: np.random.Generator, seconds: tuple[float, float]) -> li
     return clips
 
 
-def _write_long(clips: list[SynthVideo], path: Path, size: int) -> list[tuple[float, float]]:
-    """Encode ``clips`` one after another as one mp4; each clip's span in it (seconds)."""
+def _clip_frames(clip: SynthVideo, size: int, backgrounds: list[tuple[int, int, int]]):
+    """``clip``'s frames, cut into ``1 + len(backgrounds)`` equal shots: after each cut the
+    background takes the next colour (the shape and the corner square go on: one scene, seen
+    by several cameras)."""
+    n = frame_count(clip)
+    for k, rgb in enumerate(render(clip, size)):
+        shot = k * (len(backgrounds) + 1) // n
+        if shot:
+            rgb = rgb.copy()
+            rgb[(rgb == clip.background).all(axis=-1)] = backgrounds[shot - 1]
+        yield rgb
+
+
+def _encode(frames, path: Path, width: int, height: int) -> None:
     import av
 
-    spans, frames = [], 0
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height = frame_size(clips[0], size)
+        stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "18", "preset": "veryfast", "x264-params": "mbtree=0"}
         stream.codec_context.thread_count = 1
-        for clip in clips:
-            spans.append((frames / FPS, (frames + frame_count(clip)) / FPS))
-            for rgb in render(clip, size):
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-            frames += frame_count(clip)
+        for rgb in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
         container.mux(stream.encode())
-    return spans
+
+
+def _other_backgrounds(clip: SynthVideo, count: int, rng: np.random.Generator
+                       ) -> list[tuple[int, int, int]]:
+    """Dark backgrounds as far from the clip's own as the dark range allows (a visible cut)."""
+    return [tuple(int(rng.integers(45, 56)) if c < 32 else int(rng.integers(10, 21))
+                  for c in clip.background) for _ in range(count)]
 
 
 def make_long(out: str | Path, videos: int = 4, seed: int = 0, *, size: int = 64,
               minutes: tuple[float, float] = MINUTES, clip_seconds: tuple[float, float] = (4.0, 8.0),
-              overwrite: bool = False, progress: bool = True) -> dict:
+              shots_per_clip: int = 1, overwrite: bool = False, progress: bool = True) -> dict:
     """Write the long-video benchmark under ``out``: ``videos`` videos, each ``minutes`` long
-    (drawn uniformly), made of clips of ``clip_seconds``. A clip whose (motion, corner) pair
+    (drawn uniformly), made of clips of ``clip_seconds``, each cut into ``shots_per_clip``
+    shots (the background changes, the scene goes on). A clip whose (motion, corner) pair
     another clip shares gets no caption (its caption would fit both)."""
     from tqdm import tqdm
 
@@ -87,6 +102,8 @@ def make_long(out: str | Path, videos: int = 4, seed: int = 0, *, size: int = 64
     if not 0 < minutes[0] <= minutes[1] or not 0 < clip_seconds[0] <= clip_seconds[1]:
         raise EercfError(f"video minutes {minutes} and clip seconds {clip_seconds} must be "
                          "positive ranges (low <= high)")
+    if shots_per_clip < 1:
+        raise EercfError(f"--shots-per-clip must be at least 1, got {shots_per_clip}")
     if (out / "val_1.json").exists() and not overwrite:
         raise EercfError(f"{out} already holds a benchmark (val_1.json); pass --overwrite")
     rng = np.random.default_rng(seed)
@@ -98,12 +115,18 @@ def make_long(out: str | Path, videos: int = 4, seed: int = 0, *, size: int = 64
     (out / "videos").mkdir(parents=True, exist_ok=True)
     (out / "clips" / "videos" / "all").mkdir(parents=True, exist_ok=True)
     annotations, truth, starts = {}, [], np.cumsum([0] + per_video)
+    backgrounds = {c.video_id: _other_backgrounds(c, shots_per_clip - 1, rng) for c in clips}
+    width, height = frame_size(clips[0], size)
     for v in tqdm(range(videos), desc="long videos", unit="video", disable=not progress):
         video_id, members = f"v_long{v}", clips[starts[v]:starts[v + 1]]
-        spans = _write_long(members, out / "videos" / f"{video_id}.mp4", size)
+        ends = np.cumsum([frame_count(c) for c in members]) / FPS
+        spans = [(float(a), float(b)) for a, b in zip(np.concatenate([[0.0], ends[:-1]]), ends)]
+        _encode((rgb for c in members for rgb in _clip_frames(c, size, backgrounds[c.video_id])),
+                out / "videos" / f"{video_id}.mp4", width, height)
         entry = {"duration": spans[-1][1], "timestamps": [], "sentences": []}
         for clip, span in zip(members, spans):
-            write_video(clip, out / "clips" / "videos" / "all" / f"{clip.video_id}.mp4", size)
+            _encode(_clip_frames(clip, size, backgrounds[clip.video_id]),
+                    out / "clips" / "videos" / "all" / f"{clip.video_id}.mp4", width, height)
             text = None
             if (clip.motion, clip.corner_colour, clip.corner) in unique:
                 text = caption(clip, KIND, rng)
@@ -124,5 +147,6 @@ def make_long(out: str | Path, videos: int = 4, seed: int = 0, *, size: int = 64
     return {"out": str(out), "design": "long", "size": size, "videos": videos,
             "clips": len(clips), "hours": round(sum(a["duration"] for a in annotations.values())
                                                 / 3600, 3),
+            "shots_per_clip": shots_per_clip,
             "captions": {f"test:{KIND}": captions}, "train": 0, "test": videos,
             "groups": len(clips)}
