@@ -149,10 +149,12 @@ def test_merge_moments_joins_overlapping_strong_views_only():
                ScoredMoment(17, 30, 5.0),    # overlaps, too weak: dropped
                ScoredMoment(40, 44, 7.0),    # elsewhere: its own moment
                ScoredMoment(43, 46, 6.9),    # overlaps it: joins
-               ScoredMoment(46, 50, 6.95)]   # only meets it (another shot): apart
-    merged = merge_moments(moments, spread=4.0)  # margin 0.25 * 4 = 1.0
-    assert [(m.start, m.end, m.score) for m in merged] == [(10, 18, 9.0), (40, 46, 7.0),
-                                                          (46, 50, 6.95)]
+               ScoredMoment(60, 64, 6.0),
+               ScoredMoment(64, 68, 5.8),    # meets it (the next shot), nearly as good: joins
+               ScoredMoment(68, 72, 5.0)]    # meets that, far weaker: a moment of its own
+    merged = merge_moments(moments, spread=4.0)  # margins 0.25 * 4 = 1.0, 0.1 * 4 = 0.4
+    assert [(m.start, m.end, m.score) for m in merged] == [
+        (10, 18, 9.0), (40, 46, 7.0), (60, 68, 6.0), (68, 72, 5.0)]
 
 
 def hit(video: str, score: float | None, span: tuple[float, float] | None, moment=None) -> Hit:

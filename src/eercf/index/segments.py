@@ -224,19 +224,22 @@ class ScoredMoment:
 
 
 def merge_moments(moments: Sequence[ScoredMoment], spread: float) -> list[ScoredMoment]:
-    """Moments, best first, merged: one that overlaps a better one joins it when its score is
-    within ``MERGE_MARGIN * spread`` of it (the same stretch, seen by overlapping segments of
-    one shot), and is dropped otherwise (a weaker view of it). Moments that only meet (the
-    segments of two shots, on either side of a cut) stay apart."""
+    """Moments, best first, merged. One that overlaps a better one joins it when its score is
+    within ``MERGE_MARGIN * spread`` of it (the same stretch, seen by overlapping windows of a
+    shot) and is dropped otherwise (a weaker view of it); one that only meets a better one (the
+    shots either side of a cut) joins it within ``MEET_MARGIN * spread`` (one scene, several
+    cameras) and stays a moment of its own otherwise."""
     kept: list[ScoredMoment] = []
     for moment in sorted(moments, key=lambda m: -m.score):
         for cluster in kept:
-            if moment.start <= cluster.end + TOUCH and moment.end >= cluster.start - TOUCH:
-                overlaps = moment.start < cluster.end and moment.end > cluster.start
-                margin = MERGE_MARGIN if overlaps else MEET_MARGIN
-                if moment.score >= cluster.score - margin * spread:
-                    cluster.start = min(cluster.start, moment.start)
-                    cluster.end = max(cluster.end, moment.end)
+            overlaps = moment.start < cluster.end and moment.end > cluster.start
+            meets = moment.start <= cluster.end + TOUCH and moment.end >= cluster.start - TOUCH
+            margin = MERGE_MARGIN if overlaps else MEET_MARGIN
+            if meets and moment.score >= cluster.score - margin * spread:
+                cluster.start = min(cluster.start, moment.start)
+                cluster.end = max(cluster.end, moment.end)
+                break
+            if overlaps:
                 break
         else:
             kept.append(replace(moment))
