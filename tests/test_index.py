@@ -141,6 +141,12 @@ def test_matched_moment_window():
     assert (m.start, m.end) == (63.0, 65.0)  # the segment's end, not the video's
     m = matched_moment(np.array([0.9, 1e-4, 0.0, 0.0, 0.05, 0.0]), times, mask, duration=5.0)
     assert (m.time, m.start, m.end) == (0.5, 0.0, 1.0)  # first frame: from the start
+    sims = np.array([0.8, 0.79, -0.2, 0.8, 0.78, 0.0])  # a flash frame inside the moment
+    m = matched_moment(weights, times, mask, duration=5.0, similarity=sims, background=0.3)
+    assert (m.start, m.end) == (0.0, 5.0)  # the dip is bridged (weights give the best frame)
+    sims = np.array([0.1, 0.1, 0.9, 0.15, 0.1, 0.0])  # a brief event among unrelated frames
+    m = matched_moment(weights, times, mask, duration=5.0, similarity=sims, background=0.12)
+    assert (m.start, m.end) == (2.0, 3.0)
     m = matched_moment(np.array([0.0, 0.0, 0.0, 0.4, 0.6, 0.0]), times, mask, duration=None)
     assert (m.time, m.start, m.end) == (4.5, 3.0, 5.0)  # last frame, no duration: half a gap
 

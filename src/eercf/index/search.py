@@ -121,7 +121,7 @@ def matched_moment(frame_weights: np.ndarray, timestamps: np.ndarray, mask: np.n
     else:
         logits = np.log(np.maximum(weights, WEIGHT_FLOOR * max(weights.max(), 1e-300)))
     times = timestamps[real]
-    best = int(np.argmax(weights))
+    best = int(np.argmax(logits))  # the gate's best frame: its weights are the softmax
     reference = logits.min() if background is None else min(float(background), logits.min())
     shows = logits >= (logits[best] + reference) / 2
     first = last = best
