@@ -89,7 +89,7 @@ def main() -> None:
     from eercf.index.segments import Segmenting
 
     model = load_model(args.checkpoint)
-    segmenting = Segmenting.for_model(model)
+    segmenting = Segmenting()
     if args.segment is not None:
         segmenting = Segmenting(args.segment, args.stride or args.segment / 2,
                                 segmenting.long_after)

@@ -21,9 +21,11 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 
 from ..errors import EercfError
+from . import store
 
 if TYPE_CHECKING:
     import lance
@@ -85,11 +87,6 @@ class Segmenting:
             if spans[-1][1] < end - 1e-3:  # the last window ends with the shot
                 spans.append((round(end - self.segment, 3), round(end, 3)))
         return spans
-
-    @classmethod
-    def for_model(cls, model: Any) -> "Segmenting":
-        """The default for ``model`` (see the module docstring)."""
-        return cls()
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -188,10 +185,6 @@ class WholeVideos:
 def row_groups(dataset: "lance.LanceDataset") -> np.ndarray | None:
     """The video of each row offset, as ordinals (None when no row is a segment: every row is
     then its own video)."""
-    import pyarrow.compute as pc
-
-    from . import store
-
     if not store.has_spans(dataset.schema):
         return None
     table = dataset.to_table(columns=["id", "segment_start"], scan_in_order=True)
@@ -276,11 +269,9 @@ def check_per(per: str) -> None:
 
 def search_filter(expression: str | None, video: str | None) -> str | None:
     """The Lance filter of a search: the user's ``expression``, within ``video`` when given."""
-    from .store import sql_string
-
     if video is None:
         return expression
     if not isinstance(video, str) or not video:
         raise EercfError(f"video must be a non-empty video id, got {video!r}")
-    inside = f"id = {sql_string(video)}"
+    inside = f"id = {store.sql_string(video)}"
     return inside if expression is None else f"({expression}) AND {inside}"
