@@ -81,10 +81,20 @@ def test_ray_ingest_gives_the_rows_eercf_index_gives(library, tmp_path, capsys):
     assert sorted(h.video_id for h in hits) == sorted(expected)  # stage 1 holds every row
 
 
-def test_ray_ingest_segments_a_long_video_as_eercf_index_does(library, tmp_path, capsys):
-    """A long video's segments: the same rows as ``eercf index`` (spans, times), committed
-    together with it."""
+def test_ray_ingest_segments_a_long_video_as_eercf_index_does(library, tmp_path, capsys,
+                                                             monkeypatch):
+    """A long video's segments and scene rows: the same rows as ``eercf index`` (spans,
+    times), committed together with it."""
+    import eercf.index.ingest
+    import eercf.index.segments
     from eercf.synthetic.long import make_long
+
+    def first_two(spans, vectors, longest):  # a scene of the first two shots, for both paths
+        first = sorted(spans)[:2]
+        return [(first[0][0], first[1][1])]
+
+    monkeypatch.setattr(eercf.index.segments, "scene_spans", first_two)
+    monkeypatch.setattr(eercf.index.ingest, "scene_spans", first_two)
 
     make_long(tmp_path / "bench", videos=1, seed=2, minutes=(1.5, 1.5), progress=False)
     videos = tmp_path / "videos"
@@ -98,11 +108,12 @@ def test_ray_ingest_segments_a_long_video_as_eercf_index_does(library, tmp_path,
     plain = run("index", *common, "--index", str(tmp_path / "plain"), "--workers", "0",
                 capsys=capsys)
     assert summary["added"] == plain["added"] == 2 and summary["segments"] == plain["segments"] > 10
+    assert summary["scenes"] == plain["scenes"] == 1
 
     def segment_rows(folder: Path) -> dict:
         table = store.open_dataset(str(folder / "videos.lance")).to_table(
             columns=["id", "segment_start", "segment_end", "timestamps"])
-        return {(r["id"], r["segment_start"]): (r["segment_end"], json.dumps(r["timestamps"]))
+        return {(r["id"], r["segment_start"], r["segment_end"]): json.dumps(r["timestamps"])
                 for r in table.to_pylist()}
 
     assert segment_rows(tmp_path / "ray") == segment_rows(tmp_path / "plain")

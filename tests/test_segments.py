@@ -24,7 +24,7 @@ from eercf.index import DATASET, MANIFEST, VideoIndex
 from eercf.index.ingest import ingest
 from eercf.index.search import Hit, Moment
 from eercf.index.segments import (ScoredMoment, Segmenting, Span, group_by_video, merge_moments,
-                                  plan_rows)
+                                  plan_rows, scene_spans)
 from eercf.model import EERCF, VideoFeatures
 from eercf.model.config import get_model_config
 from eercf.model.tokenizer import CLIPTokenizer
@@ -142,6 +142,60 @@ def test_cuts_of_a_long_video_fall_on_its_clips_frames(tmp_path):
     expected = [tuple(c["span"]) for c in clips]
     assert len(found) == len(expected)
     assert np.allclose(np.array(found), np.array(expected), atol=1e-3)
+
+
+def test_scenes_join_adjacent_alike_shots_only():
+    """Runs of meeting shots more alike than the video's far-apart pairs, of at most
+    ``longest`` seconds; windows of one long shot (overlapping) never join; a video with too
+    few shots to judge gets none."""
+    g = torch.Generator().manual_seed(0)
+    scene = {0: 0, 1: 0, 2: 0, 4: 1, 5: 1, 9: 2, 10: 2, 11: 2, 12: 2, 13: 2}  # shot -> scene
+    looks = F.normalize(torch.randn(3, DIM, generator=g), dim=-1)
+    vectors = F.normalize(torch.randn(16, DIM, generator=g), dim=-1)
+    for shot, k in scene.items():
+        vectors[shot] = F.normalize(looks[k] + 0.3 * vectors[shot], dim=-1)
+    spans = [(5.0 * i, 5.0 * i + 5.0) for i in range(16)]
+    order = torch.randperm(16, generator=g).tolist()  # any row order
+    found = scene_spans([spans[i] for i in order], vectors[order], longest=20.0)
+    assert found == [(0.0, 15.0), (20.0, 30.0), (45.0, 65.0)]  # the 5-shot scene is cut at 20 s
+    assert scene_spans(spans[:4], vectors[:4], longest=40.0) == []  # 1 far pair: no judgement
+    windows = [(0.0, 12.0), (6.0, 18.0), (12.0, 24.0)] + spans[5:]  # shot 0-24 s in windows
+    found = scene_spans(windows, torch.cat([looks[:1].repeat(3, 1), vectors[5:]]), longest=40.0)
+    assert all(not (a < 24.0 and b > 0.0) or (a, b) == (12.0, 30.0) for a, b in found)
+
+
+def test_ingest_adds_scene_rows_in_the_videos_commit(long_video, tmp_path, model, monkeypatch):
+    """A scene found from a video's encoded shots is encoded over its joint span, as a row of
+    that video, in the same commit; --no-scenes (``scenes=False``) adds none."""
+    import eercf.index.ingest as ingest_module
+
+    root, _ = long_video
+    seen = []
+
+    def first_two(spans, vectors, longest):
+        seen.append((len(spans), tuple(vectors.shape)))
+        first = sorted(spans)[:2]
+        return [(first[0][0], first[1][1])]
+
+    monkeypatch.setattr(ingest_module, "scene_spans", first_two)
+    record = VideoRecord("v", root / "videos" / "b_long.mp4", [], "test")
+    index = VideoIndex.create(tmp_path / "idx", model, codec="exact")
+    summary = ingest(index, model, [record], workers=0, progress=False)
+    rows = index.stats()["rows"]
+    [(shots, shape)] = seen
+    assert summary["scenes"] == 1 and summary["segments"] == rows == shots + 1
+    assert shape == (shots, DIM) and index._dataset().version == 2  # created, one commit
+    table = index._dataset().to_table(columns=["segment_start", "segment_end", "timestamps"])
+    spans = sorted(zip(table["segment_start"].to_pylist(), table["segment_end"].to_pylist()))
+    scene = first_two(spans[:3], torch.zeros(3, DIM), 0)[0]
+    assert scene in spans and len(set(spans)) == rows
+    [times] = [t for a, b, t in zip(*(table[c].to_pylist() for c in table.column_names))
+               if (a, b) == scene]
+    assert len(times) == FRAMES and scene[0] <= min(times) < max(times) <= scene[1]
+    plain = VideoIndex.create(tmp_path / "plain", model, codec="exact",
+                              segmenting=replace(Segmenting(), scenes=False))
+    assert ingest(plain, model, [record], workers=0, progress=False)["scenes"] == 0
+    assert plain.stats()["rows"] == shots and len(seen) == 2  # the fake called once more above
 
 
 def test_merge_moments_joins_overlapping_strong_views_only():
@@ -268,6 +322,7 @@ def test_kill_while_a_long_video_is_indexed_leaves_none_of_it(long_video, tmp_pa
     duration = json.loads((root / "bench" / "val_1.json").read_text())["v_long0"]["duration"]
     long_video = root / "bench" / "videos" / "v_long0.mp4"
     segments = len(Segmenting().spans(duration, video_shots(long_video, duration)))
+    segments += summary["scenes"]  # scene rows are rows of the video too
     assert summary["skipped"] == 1 and summary["added"] == 1 and summary["segments"] == segments
     index = VideoIndex.open(folder)
     assert index.ids() == ["a_short", "b_long"] and index.stats()["rows"] == 1 + segments

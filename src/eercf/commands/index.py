@@ -55,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="videos longer than this are segmented (default 40)")
     p.add_argument("--no-segments", action="store_true",
                    help="keep every video whole, however long")
+    p.add_argument("--no-scenes", action="store_true",
+                   help="no extra row for a run of alike shots (a scene) of a segmented video")
     p.add_argument("--batch-size", type=int, default=16, help="videos per batch and commit (default 16)")
     p.add_argument("--workers", type=int, default=2, help="decoding worker processes (default 2)")
     p.add_argument("--frames", type=int, default=None,
@@ -197,9 +199,12 @@ def _segmenting(args: argparse.Namespace, index: Any) -> Any:
 
     given = {name: getattr(args, name) for name in ("segment", "stride", "long_after")
              if getattr(args, name) is not None}
+    if args.no_scenes:
+        given["scenes"] = False
     if args.no_segments:
         if given:
-            raise EercfError("--no-segments contradicts --segment/--stride/--long-after")
+            raise EercfError("--no-segments contradicts --segment/--stride/--long-after/"
+                             "--no-scenes")
         return None
     if index is not None and not given:
         return index.segmenting

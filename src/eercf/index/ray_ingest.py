@@ -22,9 +22,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+import torch
 
 from ..errors import EercfError
 from . import store
@@ -119,8 +121,10 @@ class _Encoder:
                     schema=table.schema, storage_options=self.index.location.options or None)
                 fragments += [{"video": video_id, "fragment": json.dumps(f.to_json())}
                               for f in written]
+        vectors = [{"video": ids[row], "span": spans[row], "vector": features.video[row].tolist()}
+                   for row, i in enumerate(ok) if batch["hold"][i]] if len(ok) else []
         return {"fragments": [json.dumps(fragments)], "added": [json.dumps(ids)],
-                "failed": [json.dumps(failed)]}
+                "failed": [json.dumps(failed)], "vectors": [json.dumps(vectors)]}
 
 
 def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address: str | None,
@@ -141,8 +145,8 @@ def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address
     index.check_model(model)
     transform = index.model_info.video_transform(model)
     started = time.perf_counter()
-    summary: dict[str, Any] = {"added": 0, "segments": 0, "skipped": 0, "failed": [],
-                               "commits": 0}
+    summary: dict[str, Any] = {"added": 0, "segments": 0, "scenes": 0, "skipped": 0,
+                               "failed": [], "commits": 0}
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if not ray.is_initialized():
         try:
@@ -161,7 +165,39 @@ def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address
         expected: dict[str, int] = {}
         for r in rows:
             expected[r.video_id] = expected.get(r.video_id, 0) + 1
-        if rows:
+        first = {r.video_id: r for r in reversed(rows)}
+        scenes = index.segmenting is not None and index.segmenting.scenes
+        pending: list = []          # fragments of whole videos, ready to commit
+        held: dict[str, list] = {}  # a long video's fragments, until all its rows are in
+        vectors: dict[str, list] = {}   # (span, video vector) of a long video's rows
+        scened: set[str] = set()         # long videos whose scenes were looked for
+        done: dict[str, int] = {}
+        broken: set[str] = set()
+        pending_videos = 0
+
+        def commit() -> None:
+            nonlocal pending, pending_videos
+            if not pending:
+                return
+            dataset = index._dataset()
+            lance.LanceDataset.commit(index.location.join(store.DATASET),
+                                      lance.LanceOperation.Append(pending),
+                                      read_version=dataset.version,
+                                      storage_options=index.location.options or None)
+            index.save_stage1()
+            summary["added"] += pending_videos
+            summary["commits"] += 1
+            pending, pending_videos = [], 0
+
+        def encode(rows: Sequence["VideoRecord"], desc: str) -> list["VideoRecord"]:
+            """Decode, encode and write ``rows``; returns the scene rows of the long videos
+            that completed (their fragments held for a second pass)."""
+            nonlocal pending_videos
+            from lance.fragment import FragmentMetadata
+            from tqdm import tqdm
+
+            from .segments import scene_spans
+
             items = [{"video_id": r.video_id, "path": str(r.path),
                       "span": json.dumps(list(r.span)) if r.span else "",
                       "metadata": json.dumps(record_metadata(r)),
@@ -174,34 +210,15 @@ def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address
                                 num_gpus=1 if gpus else 0,
                                 fn_constructor_kwargs={"index_uri": str(index.folder),
                                                        "source": source})
-            pending: list = []        # fragments of whole videos, ready to commit
-            held: dict[str, list] = {}  # a long video's fragments, until all its rows are in
-            done: dict[str, int] = {}
-            broken: set[str] = set()
-            pending_videos = 0
-
-            def commit() -> None:
-                nonlocal pending, pending_videos
-                if not pending:
-                    return
-                dataset = index._dataset()
-                lance.LanceDataset.commit(index.location.join(store.DATASET),
-                                          lance.LanceOperation.Append(pending),
-                                          read_version=dataset.version,
-                                          storage_options=index.location.options or None)
-                index.save_stage1()
-                summary["added"] += pending_videos
-                summary["commits"] += 1
-                pending, pending_videos = [], 0
-
-            from lance.fragment import FragmentMetadata
-            from tqdm import tqdm
-            with tqdm(total=len(rows), unit="row", desc="ray ingest", disable=not progress) as bar:
+            later: list["VideoRecord"] = []
+            with tqdm(total=len(rows), unit="row", desc=desc, disable=not progress) as bar:
                 for row in ds.iter_rows():
                     added, failed = json.loads(row["added"]), json.loads(row["failed"])
                     for f in json.loads(row["fragments"]):
                         fragment = FragmentMetadata.from_json(f["fragment"])
                         (held.setdefault(f["video"], []) if f["video"] else pending).append(fragment)
+                    for v in json.loads(row["vectors"]):
+                        vectors.setdefault(v["video"], []).append((tuple(v["span"]), v["vector"]))
                     for item in failed:
                         if item["video"] not in broken:
                             summary["failed"].append(item)
@@ -210,16 +227,35 @@ def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address
                         done[video_id] = done.get(video_id, 0) + 1
                         if done[video_id] < expected[video_id]:
                             continue
-                        fragments = held.pop(video_id, [])
                         if video_id in broken:
-                            continue  # its written segments stay out of every version
+                            held.pop(video_id, None)  # its written segments stay out of every version
+                            continue
+                        found, parts = [], vectors.pop(video_id, [])
+                        if scenes and parts and video_id not in scened:
+                            scened.add(video_id)
+                            found = scene_spans([span for span, _ in parts],
+                                                torch.tensor([v for _, v in parts]),
+                                                index.segmenting.whole)
+                        if found:
+                            expected[video_id] += len(found)
+                            summary["scenes"] += len(found)
+                            later += [replace(first[video_id], span=s) for s in found]
+                            continue
+                        fragments = held.pop(video_id, [])
                         pending.extend(fragments)
                         pending_videos += 1
                         summary["segments"] += expected[video_id] if fragments else 0
                     bar.update(len(added) + len(failed))
                     if pending_videos >= commit_every:
                         commit()
-            commit()
+            return later
+
+        if rows:
+            later = encode(rows, "ray ingest")
+            if later:
+                encode(later, "ray ingest: scenes")
+            summary["scenes"] -= sum(1 for r in later if r.video_id in broken)
+        commit()
         settle_codec(index, summary)
     summary["videos"] = len(index)
     summary["seconds"] = round(time.perf_counter() - started, 3)

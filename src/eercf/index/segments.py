@@ -42,6 +42,9 @@ MERGE_MARGIN = 0.25  # an overlapping segment within this fraction of the query'
 MAX_MOMENTS = 10     # moments listed per video hit
 TOUCH = 1e-3         # seconds: moments this close meet (two shots either side of a cut)
 MEET_MARGIN = 0.1    # moments that only meet join within this fraction of the spread
+SCENE_APART = 3      # rows at least this many apart in a video are (mostly) other scenes...
+SCENE_QUANTILE = 0.9  # ...and adjacent shots more alike than this share of such pairs join
+SCENE_MIN_PAIRS = 6   # fewer far-apart pairs than this: too few to judge, no scenes
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,8 @@ class Segmenting:
     segment: float = SEGMENT
     stride: float = STRIDE
     long_after: float = LONG_AFTER
-    shots: bool = True  # segments stay inside the video's shots (``eercf.data.shots``)
+    shots: bool = True   # segments stay inside the video's shots (``eercf.data.shots``)
+    scenes: bool = True  # adjacent alike shots also get a row together (``scene_spans``)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.segment) and self.segment > 0):
@@ -77,7 +81,7 @@ class Segmenting:
         if not self.is_long(duration):
             return None
         spans = []
-        whole = max(self.segment, self.long_after) if shots else self.segment
+        whole = self.whole if shots else self.segment
         for start, end in shots or [(0.0, float(duration))]:
             if end - start <= whole + 1e-6:
                 spans.append((round(start, 3), round(end, 3)))
@@ -93,8 +97,46 @@ class Segmenting:
 
     @classmethod
     def from_manifest(cls, value: Any) -> "Segmenting | None":
-        """The manifest's ``segments`` (None: whole videos; absent in older indexes: whole)."""
-        return None if not value else cls(**value)
+        """The manifest's ``segments`` (None: whole videos; absent in older indexes: whole;
+        an index from before scene rows keeps none)."""
+        return None if not value else cls(**{"scenes": False, **value})
+
+    @property
+    def whole(self) -> float:
+        """The longest stretch kept as one row (as long a video stays whole)."""
+        return max(self.segment, self.long_after)
+
+
+def scene_spans(spans: Sequence[tuple[float, float]], vectors: torch.Tensor, longest: float
+                ) -> list[tuple[float, float]]:
+    """The scenes of a segmented video: runs of adjacent shots (rows that meet at a cut) whose
+    video-level ``vectors`` are alike, as spans of at most ``longest`` seconds; only runs of
+    two or more shots (a single shot already is a row). A caption naming a scene that several
+    cameras show matches each shot less well than the scene seen whole.
+
+    "Alike" is judged against the video itself, so that it holds for any model: adjacent shots
+    join when their cosine is above ``SCENE_QUANTILE`` of the cosines between rows at least
+    ``SCENE_APART`` apart (other scenes, mostly). A video too short to judge gets none."""
+    order = sorted(range(len(spans)), key=lambda i: spans[i])
+    spans = [spans[i] for i in order]
+    unit = torch.nn.functional.normalize(vectors[order].float(), dim=-1)
+    cosine = unit @ unit.T
+    far = torch.triu(torch.ones_like(cosine, dtype=torch.bool), diagonal=SCENE_APART)
+    if int(far.sum()) < SCENE_MIN_PAIRS:
+        return []
+    bar = float(torch.quantile(cosine[far], SCENE_QUANTILE))
+    scenes, run = [], [0]
+    for i in range(1, len(spans) + 1):
+        joined = (i < len(spans) and abs(spans[i][0] - spans[i - 1][1]) <= TOUCH
+                  and float(cosine[i - 1, i]) > bar
+                  and spans[i][1] - spans[run[0]][0] <= longest + 1e-6)
+        if joined:
+            run.append(i)
+            continue
+        if len(run) > 1:
+            scenes.append((spans[run[0]][0], spans[run[-1]][1]))
+        run = [i]
+    return scenes
 
 
 def plan_rows(records: Sequence["VideoRecord"], segmenting: Segmenting | None, *,
@@ -157,8 +199,23 @@ class WholeVideos:
         self._failed.add(video_id)
         return first
 
-    def add(self, batch: dict[str, Any], features: "VideoFeatures") -> None:
+    def extend(self, records: Sequence["VideoRecord"]) -> int:
+        """Expect ``records`` too (more rows of videos held here); returns the position of the
+        first, the ``offset`` their batches are added with."""
+        offset = len(self.rows)
+        self.rows += records
+        for row in records:
+            self._expected[row.video_id] = self._expected.get(row.video_id, 0) + 1
+        return offset
+
+    def held(self, video_id: str) -> list[tuple["VideoRecord", dict[str, Any]]]:
+        """The rows held of ``video_id`` and their parts."""
+        return [(self.rows[p], part) for p, part in self._held.get(video_id, [])]
+
+    def add(self, batch: dict[str, Any], features: "VideoFeatures", offset: int = 0) -> None:
+        """Hold the rows of ``batch`` (positions ``batch["index"]`` from ``offset`` on)."""
         for j, position in enumerate(batch["index"].tolist()):
+            position += offset
             video_id = self.rows[position].video_id
             if video_id in self._failed:
                 continue
@@ -168,13 +225,16 @@ class WholeVideos:
                 **{name: getattr(features, name)[j].half()
                    for name in ("frames", "temporal", "patches")}}))
 
-    def complete(self) -> tuple[list["VideoRecord"], list[dict[str, Any]], "VideoFeatures | None"]:
-        """The rows of every video now complete (in row order) and their features; they are
-        forgotten here."""
+    def ready(self) -> list[str]:
+        """The videos whose every expected row is held."""
+        return [v for v, held in self._held.items() if len(held) == self._expected[v]]
+
+    def take(self, videos: Sequence[str]) -> tuple[list["VideoRecord"], list[dict[str, Any]],
+                                                   "VideoFeatures | None"]:
+        """The rows of ``videos`` (in row order) and their features; they are forgotten here."""
         from ..model import VideoFeatures
 
-        done = [v for v, held in self._held.items() if len(held) == self._expected[v]]
-        parts = sorted((p for v in done for p in self._held.pop(v)), key=lambda p: p[0])
+        parts = sorted((p for v in videos for p in self._held.pop(v)), key=lambda p: p[0])
         if not parts:
             return [], [], None
         names = ("video", "frames", "temporal", "patches", "mask")
