@@ -64,8 +64,28 @@ def long_answers(model, data: Path, index_dir: Path, truth: list[dict], segmenti
             right = top is not None and top.video_id == t["video"]
             score = iou((top.moment.start, top.moment.end), tuple(t["span"])) if right else 0.0
             answers[t["caption"]] = {"video_right": right, "iou": score}
-    return {"answers": answers, "segments": added["segments"], "index_seconds": round(seconds, 1),
-            "eval": evaluate_moments(index, model, records)}
+    return {"answers": answers, "segments": added["segments"], "scenes": added["scenes"],
+            "scene_rows_on_a_clip": scenes_on_clips(index, truth),
+            "index_seconds": round(seconds, 1), "eval": evaluate_moments(index, model, records)}
+
+
+def scenes_on_clips(index, truth: list[dict]) -> float | None:
+    """Of the scene rows (rows that hold two or more other rows whole: shots joined), the share
+    that is one whole clip (IoU >= 0.9 with it): how often shots were joined into the right
+    scene. None when there is no scene row."""
+    from eercf.evaluation.moments import iou
+
+    table = index._dataset().to_table(columns=["id", "segment_start", "segment_end"])
+    rows = [r for r in zip(*(table[c].to_pylist() for c in table.column_names)) if r[1] is not None]
+    clips: dict[str, list] = {}
+    for t in truth:
+        clips.setdefault(t["video"], []).append(tuple(t["span"]))
+    scenes = [(v, a, b) for v, a, b in rows
+              if sum(w == v and a <= c and d <= b and (c, d) != (a, b) for w, c, d in rows) >= 2]
+    if not scenes:
+        return None
+    whole = sum(max(iou((a, b), c) for c in clips[v]) >= 0.9 for v, a, b in scenes)
+    return round(100 * whole / len(scenes), 1)
 
 
 def main() -> None:

@@ -204,11 +204,17 @@ def test_merge_moments_joins_overlapping_strong_views_only():
                ScoredMoment(40, 44, 7.0),    # elsewhere: its own moment
                ScoredMoment(43, 46, 6.9),    # overlaps it: joins
                ScoredMoment(60, 64, 6.0),
-               ScoredMoment(64, 68, 5.8),    # meets it (the next shot), nearly as good: joins
-               ScoredMoment(68, 72, 5.0)]    # meets that, far weaker: a moment of its own
-    merged = merge_moments(moments, spread=4.0)  # margins 0.25 * 4 = 1.0, 0.1 * 4 = 0.4
+               ScoredMoment(64, 68, 5.9)]    # only meets it (the next shot): its own moment
+    merged = merge_moments(moments, spread=4.0)  # margin 0.25 * 4 = 1.0
     assert [(m.start, m.end, m.score) for m in merged] == [
-        (10, 18, 9.0), (40, 46, 7.0), (60, 68, 6.0), (68, 72, 5.0)]
+        (10, 18, 9.0), (40, 46, 7.0), (60, 64, 6.0), (64, 68, 5.9)]
+    # a scene row (50-70 s) scoring just below its shot (60-64 s): the shot's moment stands
+    shot, scene = ScoredMoment(60, 64, 6.0), ScoredMoment(52, 68, 5.9)
+    assert [(m.start, m.end) for m in merge_moments([scene, shot], 4.0,
+                                                    rows=[(50, 70), (60, 64)])] == [(60, 64)]
+    # the scene scoring best: the shot's moment joins it
+    assert [(m.start, m.end) for m in merge_moments([replace(scene, score=6.5), shot], 4.0,
+                                                    rows=[(50, 70), (60, 64)])] == [(52, 68)]
 
 
 def hit(video: str, score: float | None, span: tuple[float, float] | None, moment=None) -> Hit:

@@ -40,8 +40,7 @@ STRIDE = 6.0         # seconds between segment starts
 MERGE_MARGIN = 0.25  # an overlapping segment within this fraction of the query's score spread
 #                      (best minus worst re-scored candidate) of the best joins its moment
 MAX_MOMENTS = 10     # moments listed per video hit
-TOUCH = 1e-3         # seconds: moments this close meet (two shots either side of a cut)
-MEET_MARGIN = 0.1    # moments that only meet join within this fraction of the spread
+TOUCH = 1e-3         # seconds: rows this close meet (two shots either side of a cut)
 SCENE_APART = 3      # rows at least this many apart in a video are (mostly) other scenes...
 SCENE_QUANTILE = 0.9  # ...and adjacent shots more alike than this share of such pairs join
 SCENE_MIN_PAIRS = 6   # fewer far-apart pairs than this: too few to judge, no scenes
@@ -276,27 +275,31 @@ class ScoredMoment:
     score: float
 
 
-def merge_moments(moments: Sequence[ScoredMoment], spread: float) -> list[ScoredMoment]:
+def merge_moments(moments: Sequence[ScoredMoment], spread: float,
+                  rows: Sequence[tuple[float, float] | None] | None = None) -> list[ScoredMoment]:
     """Moments, best first, merged. One that overlaps a better one joins it when its score is
     within ``MERGE_MARGIN * spread`` of it (the same stretch, seen by overlapping windows of a
-    shot) and is dropped otherwise (a weaker view of it); one that only meets a better one (the
-    shots either side of a cut) joins it within ``MEET_MARGIN * spread`` (one scene, several
-    cameras) and stays a moment of its own otherwise."""
-    kept: list[ScoredMoment] = []
-    for moment in sorted(moments, key=lambda m: -m.score):
-        for cluster in kept:
-            overlaps = moment.start < cluster.end and moment.end > cluster.start
-            meets = moment.start <= cluster.end + TOUCH and moment.end >= cluster.start - TOUCH
-            margin = MERGE_MARGIN if overlaps else MEET_MARGIN
-            if meets and moment.score >= cluster.score - margin * spread:
+    shot) and is dropped otherwise (a weaker view of it), as it is when its row (``rows[i]``,
+    the span of the segment it came from) holds the better one's row: a scene that scores
+    below one of its shots says the caption is that shot's, not the scene's. Moments that only
+    meet (shots either side of a cut) stay apart: the scene rows join shots that belong
+    together, judged on their features when the video was indexed."""
+    rows = list(rows) if rows is not None else [None] * len(moments)
+    kept: list[tuple[ScoredMoment, tuple[float, float] | None]] = []
+    for i in sorted(range(len(moments)), key=lambda i: -moments[i].score):
+        moment, row = moments[i], rows[i]
+        for cluster, seed in kept:
+            if not (moment.start < cluster.end and moment.end > cluster.start):
+                continue
+            coarser = (row is not None and seed is not None and row != seed
+                       and row[0] <= seed[0] and seed[1] <= row[1])
+            if not coarser and moment.score >= cluster.score - MERGE_MARGIN * spread:
                 cluster.start = min(cluster.start, moment.start)
                 cluster.end = max(cluster.end, moment.end)
-                break
-            if overlaps:
-                break
+            break
         else:
-            kept.append(replace(moment))
-    return kept[:MAX_MOMENTS]
+            kept.append((replace(moment), row))
+    return [cluster for cluster, _ in kept[:MAX_MOMENTS]]
 
 
 def group_by_video(hits: Sequence["Hit"], k: int) -> list["Hit"]:
@@ -311,7 +314,9 @@ def group_by_video(hits: Sequence["Hit"], k: int) -> list["Hit"]:
     grouped = []
     for group in list(by_video.values())[:k]:
         best = group[0]
-        merged = merge_moments([m for h in group for m in h.moments], spread)
+        merged = merge_moments([m for h in group for m in h.moments], spread,
+                               [None if h.segment is None else (h.segment.start, h.segment.end)
+                                for h in group for _ in h.moments])
         moment = best.moment
         if merged and moment is not None:
             moment = replace(moment, start=merged[0].start, end=merged[0].end)
