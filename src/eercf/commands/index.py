@@ -240,6 +240,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
               f"{r['seconds']:.1f} s")
     if "added" in summary:
         cut = f" ({summary['segments']} segments)" if summary.get("segments") else ""
+        if summary.get("scenes"):
+            cut = f" ({summary['segments']} segments, {summary['scenes']} of them scenes)"
         print(f"added {summary['added']} video(s){cut} to {summary['index']} in "
               f"{summary['seconds']:.1f} s; {summary['skipped']} already there")
     for item in summary.get("failed", []):
