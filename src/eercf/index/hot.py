@@ -62,7 +62,7 @@ class HotTier:
     def take(self, offsets: np.ndarray) -> tuple["VideoFeatures", torch.Tensor, Rows]:
         at = np.asarray(offsets, dtype=np.int64)
         index = torch.from_numpy(at)
-        return self.features.index(index), self.codes[index], self.rows.select(at)
+        return self.features.index(index), self.codes.index_select(0, index), self.rows.select(at)
 
 
 def _layout(dataset: lance.LanceDataset) -> tuple:

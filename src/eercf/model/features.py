@@ -26,6 +26,10 @@ class VideoFeatures:
 
     def index(self, idx) -> "VideoFeatures":
         """Rows ``idx`` (an int tensor, list, slice or bool mask)."""
+        if isinstance(idx, torch.Tensor) and idx.dim() == 1 and not idx.dtype.is_floating_point \
+                and idx.dtype != torch.bool:
+            # index_select: 5-20x faster than advanced indexing for a few rows of a large tensor
+            return self._map(lambda t: t.index_select(0, idx.to(t.device)))
         return self._map(lambda t: t[idx])
 
     def to(self, device: torch.device | str | None = None,
