@@ -115,15 +115,17 @@ def matched_moment(frame_weights: np.ndarray, timestamps: np.ndarray, mask: np.n
     gate's temperature. The run bridges
     dips of up to ``BRIDGE_FRAMES`` frames (a flash or a cut-away inside the moment)."""
     real = np.flatnonzero(mask)
-    weights = frame_weights[real].astype(np.float64)
+    # a dozen frames: plain floats, as numpy's per-call cost would exceed the arithmetic
     if similarity is not None:
-        logits = similarity[real].astype(np.float64)
+        logits = similarity[real].astype(np.float64).tolist()
     else:
-        logits = np.log(np.maximum(weights, WEIGHT_FLOOR * max(weights.max(), 1e-300)))
-    times = timestamps[real]
-    best = int(np.argmax(logits))  # the gate's best frame: its weights are the softmax
-    reference = logits.min() if background is None else min(float(background), logits.min())
-    shows = logits >= (logits[best] + reference) / 2
+        weights = frame_weights[real].astype(np.float64)
+        logits = np.log(np.maximum(weights, WEIGHT_FLOOR * max(weights.max(), 1e-300))).tolist()
+    times = timestamps[real].astype(np.float64).tolist()
+    best = max(range(len(logits)), key=logits.__getitem__)  # the first best, as argmax
+    reference = min(logits) if background is None else min(float(background), min(logits))
+    bar = (logits[best] + reference) / 2
+    shows = [value >= bar for value in logits]
     first = last = best
     while True:  # grow over frames that show it, bridging dips of up to BRIDGE_FRAMES
         before = [i for i in range(max(0, first - BRIDGE_FRAMES - 1), first) if shows[i]]
