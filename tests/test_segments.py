@@ -80,6 +80,11 @@ def test_segment_rule_and_its_errors():
     for bad in ({"segment": 0}, {"stride": 20}, {"stride": -1}, {"long_after": float("nan")}):
         with pytest.raises(EercfError):
             Segmenting(**bad)
+    # the manifest keeps the rule; one written before scene rows keeps getting none
+    assert Segmenting.from_manifest(rule.to_dict()) == rule and rule.scenes
+    older = {k: v for k, v in rule.to_dict().items() if k != "scenes"}
+    assert Segmenting.from_manifest(older).scenes is False
+    assert Segmenting.from_manifest(None) is None
 
 
 @pytest.mark.needs_shared
@@ -356,3 +361,22 @@ def test_moments_are_in_the_long_videos_timeline(long_video, tmp_path, model):
     rows, _ = plan_rows([VideoRecord("v", root / "bench" / "videos" / "v_long0.mp4", [], "test")],
                         fewer)
     assert [r.span for r in rows] == fewer.spans(truth["duration"])
+
+
+def test_index_flags_set_the_recorded_rule(long_video, tmp_path, capsys):
+    """--segment/--no-scenes are recorded in the manifest at creation; --no-segments with
+    them is one clear error."""
+    from eercf.cli import main
+
+    root, _ = long_video
+    common = [str(root / "videos"), "--model", str(root / "model"), "--workers", "0",
+              "--codec", "exact", "--json"]
+    assert main(["index", *common, "--index", str(tmp_path / "a"), "--segment", "20",
+                 "--no-scenes"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["scenes"] == 0 and summary["segments"] > 0
+    recorded = VideoIndex.open(tmp_path / "a").segmenting
+    assert recorded == Segmenting(segment=20.0, stride=6.0, scenes=False)
+    assert main(["index", *common, "--index", str(tmp_path / "b"), "--no-segments",
+                 "--no-scenes"]) != 0
+    assert "--no-segments contradicts" in capsys.readouterr().err
