@@ -357,3 +357,29 @@ def test_search_while_adding_sees_one_snapshot(tmp_path, model):
         seen.add(len(result.hits))
     assert writer.wait() == 0
     assert len(seen) > 2  # searches really ran between commits
+
+
+def test_exact_stage1_batches_by_matrix_product_as_faiss_searches(monkeypatch):
+    """A batch over an exact index (one matrix product and a top-k, in chunks of queries)
+    finds what FAISS's flat search finds, with -1 past the rows held; single queries and
+    filtered searches stay with FAISS."""
+    import faiss
+
+    g = np.random.default_rng(0)
+    vectors = g.standard_normal((500, 32)).astype(np.float32)
+    queries = g.standard_normal((40, 32)).astype(np.float32)
+    index = faiss.index_factory(32, "Flat", faiss.METRIC_INNER_PRODUCT)
+    index.add(vectors)
+    stage1 = ann.Stage1(index, version=1, factory=ann.EXACT)
+    expected_scores, expected = index.search(queries, 10)
+    monkeypatch.setattr(ann, "MATMUL_FLOATS", 500 * 7)  # 7 queries a product: 6 chunks
+    scores, labels = stage1.search(queries, 10)
+    assert (labels == expected).all() and np.allclose(scores, expected_scores, atol=1e-4)
+    scores, labels = stage1.search(queries, 600)  # deeper than the rows held
+    assert (labels[:, 500:] == -1).all() and (labels[:, :500] >= 0).all()
+    assert set(labels[0, :500]) == set(range(500))
+    calls = []
+    monkeypatch.setattr(ann, "_flat_matmul", lambda *a: calls.append(a))
+    stage1.search(queries[:1], 10)
+    stage1.search(queries, 10, allowed=np.arange(0, 500, 2))
+    assert not calls

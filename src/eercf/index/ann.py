@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 STAMP = "stage1.json"
 EXACT = "Flat"
 MATMUL_QUERIES = 8  # an exact index answers this many queries at once by one matrix product
+MATMUL_FLOATS = 1 << 26  # ... in chunks of queries whose products hold at most this many floats
 
 
 @dataclass
@@ -72,14 +73,16 @@ def _flat_matmul(index: faiss.Index, queries: np.ndarray, depth: int
 
     n = index.ntotal
     vectors = torch.from_numpy(faiss.rev_swig_ptr(index.get_xb(), n * index.d).reshape(n, index.d))
-    inner = torch.from_numpy(queries) @ vectors.T
     found = min(depth, n)
-    top = torch.topk(inner, found, dim=1)
     # past the rows held: label -1 and FAISS's own filler score
     scores = np.full((len(queries), depth), np.finfo(np.float32).min, dtype=np.float32)
     labels = np.full((len(queries), depth), -1, dtype=np.int64)
-    scores[:, :found] = top.values.numpy()
-    labels[:, :found] = top.indices.numpy()
+    step = max(1, MATMUL_FLOATS // n)  # queries per product: its matrix stays ~256 MB
+    for start in range(0, len(queries), step):
+        inner = torch.from_numpy(queries[start:start + step]) @ vectors.T
+        top = torch.topk(inner, found, dim=1)
+        scores[start:start + step, :found] = top.values.numpy()
+        labels[start:start + step, :found] = top.indices.numpy()
     return scores, labels
 
 
