@@ -85,7 +85,6 @@ def test_ray_ingest_segments_a_long_video_as_eercf_index_does(library, tmp_path,
                                                              monkeypatch):
     """A long video's segments and scene rows: the same rows as ``eercf index`` (spans,
     times), committed together with it."""
-    import eercf.index.ingest
     import eercf.index.segments
     from eercf.synthetic.long import make_long
 
@@ -94,7 +93,6 @@ def test_ray_ingest_segments_a_long_video_as_eercf_index_does(library, tmp_path,
         return [(first[0][0], first[1][1])]
 
     monkeypatch.setattr(eercf.index.segments, "scene_spans", first_two)
-    monkeypatch.setattr(eercf.index.ingest, "scene_spans", first_two)
 
     make_long(tmp_path / "bench", videos=1, seed=2, minutes=(1.5, 1.5), progress=False)
     videos = tmp_path / "videos"

@@ -164,17 +164,22 @@ def test_scenes_join_adjacent_alike_shots_only():
     found = scene_spans([spans[i] for i in order], vectors[order], longest=20.0)
     assert found == [(0.0, 15.0), (20.0, 30.0), (45.0, 65.0)]  # the 5-shot scene is cut at 20 s
     assert scene_spans(spans[:4], vectors[:4], longest=40.0) == []  # 1 far pair: no judgement
-    windows = [(0.0, 12.0), (6.0, 18.0), (12.0, 24.0)] + spans[5:]  # shot 0-24 s in windows
-    found = scene_spans(windows, torch.cat([looks[:1].repeat(3, 1), vectors[5:]]), longest=40.0)
-    assert all(not (a < 24.0 and b > 0.0) or (a, b) == (12.0, 30.0) for a, b in found)
+    # a 24-s shot in overlapping windows, then a 5-s shot, all four alike: the windows never
+    # join one another, the last one meets the next shot at the cut and joins it
+    windows = [(0.0, 12.0), (6.0, 18.0), (12.0, 24.0), (24.0, 29.0)] + spans[6:]
+    alike = torch.cat([looks[:1].repeat(4, 1), vectors[6:]])
+    assert scene_spans(windows, alike, longest=40.0) == [(12.0, 29.0), (45.0, 70.0)]  # + scene 2
 
 
 def test_ingest_adds_scene_rows_in_the_videos_commit(long_video, tmp_path, model, monkeypatch):
     """A scene found from a video's encoded shots is encoded over its joint span, as a row of
     that video, in the same commit; --no-scenes (``scenes=False``) adds none."""
-    import eercf.index.ingest as ingest_module
+    import eercf.index.segments as segments_module
 
     root, _ = long_video
+    record = VideoRecord("v", root / "videos" / "b_long.mp4", [], "test")
+    plain = VideoIndex.create(tmp_path / "plain", model, codec="exact",
+                              segmenting=replace(Segmenting(), scenes=False))
     seen = []
 
     def first_two(spans, vectors, longest):
@@ -182,25 +187,24 @@ def test_ingest_adds_scene_rows_in_the_videos_commit(long_video, tmp_path, model
         first = sorted(spans)[:2]
         return [(first[0][0], first[1][1])]
 
-    monkeypatch.setattr(ingest_module, "scene_spans", first_two)
-    record = VideoRecord("v", root / "videos" / "b_long.mp4", [], "test")
+    monkeypatch.setattr(segments_module, "scene_spans", first_two)
+    assert ingest(plain, model, [record], workers=0, progress=False)["scenes"] == 0 and not seen
+    table = plain._dataset().to_table(columns=["segment_start", "segment_end"])
+    shot_spans = sorted(zip(table["segment_start"].to_pylist(), table["segment_end"].to_pylist()))
+    scene = (shot_spans[0][0], shot_spans[1][1])
+
     index = VideoIndex.create(tmp_path / "idx", model, codec="exact")
     summary = ingest(index, model, [record], workers=0, progress=False)
     rows = index.stats()["rows"]
-    [(shots, shape)] = seen
-    assert summary["scenes"] == 1 and summary["segments"] == rows == shots + 1
-    assert shape == (shots, DIM) and index._dataset().version == 2  # created, one commit
+    assert seen == [(len(shot_spans), (len(shot_spans), DIM))]
+    assert summary["scenes"] == 1 and summary["segments"] == rows == len(shot_spans) + 1
+    assert index._dataset().version == 2  # created, then one commit
     table = index._dataset().to_table(columns=["segment_start", "segment_end", "timestamps"])
-    spans = sorted(zip(table["segment_start"].to_pylist(), table["segment_end"].to_pylist()))
-    scene = first_two(spans[:3], torch.zeros(3, DIM), 0)[0]
-    assert scene in spans and len(set(spans)) == rows
-    [times] = [t for a, b, t in zip(*(table[c].to_pylist() for c in table.column_names))
-               if (a, b) == scene]
+    stored = dict(zip(zip(table["segment_start"].to_pylist(), table["segment_end"].to_pylist()),
+                      table["timestamps"].to_pylist()))
+    assert sorted(stored) == sorted(shot_spans + [scene])
+    times = stored[scene]
     assert len(times) == FRAMES and scene[0] <= min(times) < max(times) <= scene[1]
-    plain = VideoIndex.create(tmp_path / "plain", model, codec="exact",
-                              segmenting=replace(Segmenting(), scenes=False))
-    assert ingest(plain, model, [record], workers=0, progress=False)["scenes"] == 0
-    assert plain.stats()["rows"] == shots and len(seen) == 2  # the fake called once more above
 
 
 def test_merge_moments_joins_overlapping_strong_views_only():

@@ -12,6 +12,7 @@ shot change, and shots shorter than ``MIN_SHOT`` join a neighbour.
 """
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -60,19 +61,28 @@ def _thumbnails(path: Path, timeout: float) -> tuple[np.ndarray, np.ndarray, np.
             np.asarray(steps, dtype=np.float64).reshape(-1, 2))
 
 
+PLANAR_8BIT = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p",
+                         "nv12", "nv21", "gray"})  # plane 0: one byte of luma a pixel
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``STEP_THUMB`` rows and columns spread over a ``height`` x ``width`` picture."""
+    return (np.linspace(0, height - 1, STEP_THUMB).astype(int)[:, None],
+            np.linspace(0, width - 1, STEP_THUMB).astype(int)[None, :])
+
+
 def _change_sample(frame) -> np.ndarray:
     """A small sample of ``frame`` to measure its change from the one before: the luma plane on
-    a grid of ``STEP_THUMB`` x ``STEP_THUMB`` points where the frame is YUV (a view of the
-    decoded plane: no conversion, which for 1080p costs twice the decoding), else an RGB
-    thumbnail. Only its argmax over a few frames is used (where a cut falls), so any sample
-    that changes with the picture will do."""
-    name = frame.format.name
-    if name.startswith(("yuv", "yuvj", "nv", "gray")):
+    a grid of ``STEP_THUMB`` x ``STEP_THUMB`` points where the frame is 8-bit YUV or grey (a
+    view of the decoded plane: no conversion, which for 1080p costs twice the decoding), else
+    an RGB thumbnail. Only its argmax over a few frames is used (where a cut falls), so any
+    sample that changes with the picture will do."""
+    if frame.format.name in PLANAR_8BIT:
         plane = frame.planes[0]
-        luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:frame.height, :frame.width]
-        rows = np.linspace(0, frame.height - 1, STEP_THUMB).astype(int)
-        cols = np.linspace(0, frame.width - 1, STEP_THUMB).astype(int)
-        return luma[np.ix_(rows, cols)].astype(np.float32)
+        luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        rows, cols = _grid(frame.height, frame.width)
+        return luma[rows, cols].astype(np.float32)
     return frame.to_ndarray(width=STEP_THUMB, height=STEP_THUMB, format="rgb24").astype(np.float32)
 
 

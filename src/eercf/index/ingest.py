@@ -8,13 +8,12 @@ leaves part of a video."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
 
 import torch
 
 from ..data.sources import stored_uri
-from .segments import Segmenting, WholeVideos, plan_rows, scene_spans
+from .segments import Segmenting, WholeVideos, plan_rows
 
 if TYPE_CHECKING:
     from ..data.datasets import VideoRecord
@@ -48,8 +47,7 @@ def ingest(index: "VideoIndex", model: "EERCF", records: Sequence["VideoRecord"]
         rows, summary["failed"] = plan_rows(todo, segmenting, workers=max(1, 2 * workers))
         run = _Run(index, model, transform, summary, metadata, batch_size, workers, progress)
         for chunk in _chunks(rows, CHUNK_ROWS):
-            run.encode_chunk(chunk, scenes=segmenting is not None and segmenting.scenes,
-                             longest=segmenting.whole if segmenting is not None else 0.0)
+            run.encode_chunk(chunk, segmenting)
         if rows:
             index.save_stage1()
         settle_codec(index, summary)
@@ -83,23 +81,21 @@ class _Run:
         self.last_save = time.monotonic()
         self.scenes: dict[str, int] = {}  # scene rows of each video held for its second pass
 
-    def encode_chunk(self, rows: list["VideoRecord"], *, scenes: bool, longest: float) -> None:
+    def encode_chunk(self, rows: list["VideoRecord"], segmenting: Segmenting | None) -> None:
         """Encode ``rows`` and commit each video once all its rows are in; a segmented video's
-        scenes (``scene_spans`` over its encoded shots) are encoded in a second pass before
-        it lands."""
+        scene rows (``Segmenting.scene_rows`` of its encoded shots) are encoded in a second
+        pass before it lands."""
         held = WholeVideos(rows)
         first_pass = len(rows)
         for ready in self._encode(held, rows, 0):
             landing = []
             for video_id in ready:
                 parts = held.held(video_id)
-                found = []
-                if scenes and len(parts) > 1:
-                    found = scene_spans([r.span for r, _ in parts],
-                                        torch.stack([part["video"] for _, part in parts]), longest)
+                found = [] if segmenting is None else segmenting.scene_rows(
+                    [r for r, _ in parts], torch.stack([part["video"] for _, part in parts]))
                 if found:
                     self.scenes[video_id] = len(found)
-                    held.extend([replace(parts[0][0], span=span) for span in found])
+                    held.extend(found)
                 else:
                     landing.append(video_id)
             self._commit(held, landing)

@@ -166,11 +166,10 @@ def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address
         for r in rows:
             expected[r.video_id] = expected.get(r.video_id, 0) + 1
         first = {r.video_id: r for r in reversed(rows)}
-        scenes = index.segmenting is not None and index.segmenting.scenes
         pending: list = []          # fragments of whole videos, ready to commit
         held: dict[str, list] = {}  # a long video's fragments, until all its rows are in
         vectors: dict[str, list] = {}   # (span, video vector) of a long video's rows
-        scened: set[str] = set()         # long videos whose scenes were looked for
+        scenes_of: dict[str, int] = {}   # scene rows of a long video held for the second pass
         done: dict[str, int] = {}
         broken: set[str] = set()
         pending_videos = 0
@@ -189,14 +188,13 @@ def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address
             summary["commits"] += 1
             pending, pending_videos = [], 0
 
-        def encode(rows: Sequence["VideoRecord"], desc: str) -> list["VideoRecord"]:
-            """Decode, encode and write ``rows``; returns the scene rows of the long videos
-            that completed (their fragments held for a second pass)."""
+        def encode(rows: Sequence["VideoRecord"], desc: str, find_scenes: bool
+                   ) -> list["VideoRecord"]:
+            """Decode, encode and write ``rows``; with ``find_scenes``, returns the scene rows
+            of the long videos that completed (their fragments held for a second pass)."""
             nonlocal pending_videos
             from lance.fragment import FragmentMetadata
             from tqdm import tqdm
-
-            from .segments import scene_spans
 
             items = [{"video_id": r.video_id, "path": str(r.path),
                       "span": json.dumps(list(r.span)) if r.span else "",
@@ -229,32 +227,31 @@ def ray_ingest(index: "VideoIndex", records: Sequence["VideoRecord"], *, address
                             continue
                         if video_id in broken:
                             held.pop(video_id, None)  # its written segments stay out of every version
+                            vectors.pop(video_id, None)
                             continue
-                        found, parts = [], vectors.pop(video_id, [])
-                        if scenes and parts and video_id not in scened:
-                            scened.add(video_id)
-                            found = scene_spans([span for span, _ in parts],
-                                                torch.tensor([v for _, v in parts]),
-                                                index.segmenting.whole)
+                        parts = vectors.pop(video_id, [])
+                        found = index.segmenting.scene_rows(
+                            [replace(first[video_id], span=span) for span, _ in parts],
+                            torch.tensor([v for _, v in parts])) if find_scenes and parts else []
                         if found:
                             expected[video_id] += len(found)
-                            summary["scenes"] += len(found)
-                            later += [replace(first[video_id], span=s) for s in found]
+                            scenes_of[video_id] = len(found)
+                            later += found
                             continue
                         fragments = held.pop(video_id, [])
                         pending.extend(fragments)
                         pending_videos += 1
                         summary["segments"] += expected[video_id] if fragments else 0
+                        summary["scenes"] += scenes_of.pop(video_id, 0)
                     bar.update(len(added) + len(failed))
                     if pending_videos >= commit_every:
                         commit()
             return later
 
         if rows:
-            later = encode(rows, "ray ingest")
+            later = encode(rows, "ray ingest", find_scenes=index.segmenting is not None)
             if later:
-                encode(later, "ray ingest: scenes")
-            summary["scenes"] -= sum(1 for r in later if r.video_id in broken)
+                encode(later, "ray ingest: scenes", find_scenes=False)
         commit()
         settle_codec(index, summary)
     summary["videos"] = len(index)

@@ -117,11 +117,11 @@ def matched_moment(frame_weights: np.ndarray, timestamps: np.ndarray, mask: np.n
     real = np.flatnonzero(mask)
     # a dozen frames: plain floats, as numpy's per-call cost would exceed the arithmetic
     if similarity is not None:
-        logits = similarity[real].astype(np.float64).tolist()
+        logits = similarity[real].tolist()
     else:
         weights = frame_weights[real].astype(np.float64)
         logits = np.log(np.maximum(weights, WEIGHT_FLOOR * max(weights.max(), 1e-300))).tolist()
-    times = timestamps[real].astype(np.float64).tolist()
+    times = timestamps[real].tolist()
     best = max(range(len(logits)), key=logits.__getitem__)  # the first best, as argmax
     reference = min(logits) if background is None else min(float(background), min(logits))
     bar = (logits[best] + reference) / 2

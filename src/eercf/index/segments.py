@@ -105,6 +105,16 @@ class Segmenting:
         """The longest stretch kept as one row (as long a video stays whole)."""
         return max(self.segment, self.long_after)
 
+    def scene_rows(self, rows: Sequence["VideoRecord"], vectors: torch.Tensor
+                   ) -> list["VideoRecord"]:
+        """The scene rows to encode for a segmented video, from its encoded ``rows`` and their
+        video-level ``vectors`` (``scene_spans``): none when scenes are off or the video is
+        one row."""
+        if not self.scenes or len(rows) < 2:
+            return []
+        return [replace(rows[0], span=span)
+                for span in scene_spans([r.span for r in rows], vectors, self.whole)]
+
 
 def scene_spans(spans: Sequence[tuple[float, float]], vectors: torch.Tensor, longest: float
                 ) -> list[tuple[float, float]]:
