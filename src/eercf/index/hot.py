@@ -1,5 +1,6 @@
 """A pq store's hot tier held in memory, for long-running searchers: stage 2 then reads only the
-cold tier from the store, and the tier follows appends by reading only the new rows."""
+cold tier from the store (through memory maps where the store is local: ``cold``), and the
+tier follows appends by reading only the new rows."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,8 @@ import numpy as np
 import torch
 
 from ..errors import EercfError
-from .store import Rows, is_coded, take_hot
+from .cold import MappedCold
+from .store import Rows, is_coded, read_patches, take_hot
 
 if TYPE_CHECKING:
     from ..model import VideoFeatures
@@ -28,13 +30,15 @@ class HotTier:
     codes: torch.Tensor
     rows: Rows
     layout: tuple  # (fragment id, rows, deleted rows) of each fragment of the version
+    cold: MappedCold | None = None  # the cold tier mapped, when the store's files allow
 
     @classmethod
     def load(cls, dataset: lance.LanceDataset) -> "HotTier":
         if not is_coded(dataset.schema):
             raise EercfError("only a pq-coded store has a hot tier to hold in memory")
         features, codes, rows = take_hot(dataset, np.arange(dataset.count_rows()))
-        return cls(dataset.version, features, codes, rows, _layout(dataset))
+        return cls(dataset.version, features, codes, rows, _layout(dataset),
+                   MappedCold.open(dataset))
 
     @staticmethod
     def follow(held: "HotTier | None", dataset: lance.LanceDataset) -> "HotTier":
@@ -54,15 +58,28 @@ class HotTier:
             return HotTier.load(dataset)
         start = len(self.rows.ids)
         if dataset.count_rows() == start:
-            return HotTier(dataset.version, self.features, self.codes, self.rows, layout)
+            return HotTier(dataset.version, self.features, self.codes, self.rows, layout,
+                           self.cold)
         features, codes, rows = take_hot(dataset, np.arange(start, dataset.count_rows()))
+        cold = None
+        if self.cold is not None:
+            more = MappedCold.open(dataset, start, dataset.get_fragments()[len(self.layout):])
+            cold = None if more is None else self.cold.extended(more)
         return HotTier(dataset.version, VideoFeatures.cat([self.features, features]),
-                       torch.cat([self.codes, codes]), self.rows.concat(rows), layout)
+                       torch.cat([self.codes, codes]), self.rows.concat(rows), layout, cold)
 
     def take(self, offsets: np.ndarray) -> tuple["VideoFeatures", torch.Tensor, Rows]:
         at = np.asarray(offsets, dtype=np.int64)
         index = torch.from_numpy(at)
         return self.features.index(index), self.codes.index_select(0, index), self.rows.select(at)
+
+
+    def read_cold(self, dataset: lance.LanceDataset, offsets: np.ndarray, index: torch.Tensor,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+        """The exact patches :func:`store.read_patches` reads, from the maps when held."""
+        if self.cold is not None:
+            return self.cold.read(offsets, index, device)
+        return read_patches(dataset, offsets, index, device)
 
 
 def _layout(dataset: lance.LanceDataset) -> tuple:

@@ -234,7 +234,8 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
         started_cold = time.perf_counter()
         offsets = np.concatenate([found[first.top.numpy()] for _, found, _, _, first in pending])
         index = torch.cat([first.index[first.top] for *_, first in pending])
-        exact = store.read_patches(dataset, offsets, index, model.device)
+        exact = (hot.read_cold(dataset, offsets, index, model.device) if hot is not None
+                 else store.read_patches(dataset, offsets, index, model.device))
         reads["cold"] += time.perf_counter() - started_cold
         start = 0
         for row, found, ranks, cand, first in pending:

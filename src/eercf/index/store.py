@@ -344,28 +344,35 @@ def take_hot(dataset: lance.LanceDataset, offsets: Sequence[int] | np.ndarray,
             Rows.from_table(table) if info else None)
 
 
+def plan_ranges(offsets: Sequence[int] | np.ndarray, index: torch.Tensor, width: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The byte ranges holding the patches at positions ``index [K, R]`` (ascending, in
+    ``F * P``) of the rows at ``offsets``, ``width`` bytes a patch: one range per run of
+    consecutive positions (a whole frame is one), as ``(rows, starts, lengths)``, in the
+    order of ``index``. Both cold-tier readers read by this plan."""
+    positions = index.cpu().numpy().astype(np.int64)
+    starts = np.ones(positions.shape, dtype=bool)  # a run starts at each row's first position
+    starts[:, 1:] = np.diff(positions, axis=1) != 1  # and wherever a position does not follow on
+    first = np.flatnonzero(starts.ravel())
+    lengths = np.diff(np.append(first, positions.size))
+    rows = np.asarray(offsets, dtype=np.int64)[first // max(1, positions.shape[1])]
+    return rows, positions.ravel()[first] * width, lengths * width
+
+
 def read_patches(dataset: lance.LanceDataset, offsets: Sequence[int], index: torch.Tensor,
                  device: torch.device | str = "cpu") -> torch.Tensor:
     """The exact fp16 patches ``[K, R, D]`` at positions ``index [K, R]`` (ascending, in
     ``F * P``) of the rows at ``offsets``: a pq store's cold tier, read as one byte range per
-    run of consecutive positions (a whole frame is one), all in one planned Lance call."""
+    run of consecutive positions (:func:`plan_ranges`), all in one Lance call."""
     dim = dims(dataset.schema)[0]
-    width = 2 * dim
-    positions = index.cpu().numpy().astype(np.int64)
-    if positions.size == 0:
-        return torch.zeros(*positions.shape, dim, dtype=torch.float16, device=device)
-    # a run starts at each row's first position and wherever a position does not follow on
-    starts = np.ones(positions.shape, dtype=bool)
-    starts[:, 1:] = np.diff(positions, axis=1) != 1
-    first = np.flatnonzero(starts.ravel())
-    lengths = np.diff(np.append(first, positions.size))
-    rows = np.asarray(offsets, dtype=np.int64)[first // positions.shape[1]]
-    requests = list(zip(rows.tolist(), (positions.ravel()[first] * width).tolist(),
-                        (lengths * width).tolist()))
+    if index.numel() == 0:
+        return torch.zeros(*index.shape, dim, dtype=torch.float16, device=device)
+    rows, starts, lengths = plan_ranges(offsets, index, 2 * dim)
+    requests = list(zip(rows.tolist(), starts.tolist(), lengths.tolist()))
     parts = dataset.read_blob_ranges("patches", requests, selector="indices")
     # one copy into one array (bytes.join of many chunks is several times slower)
     values = np.concatenate([np.frombuffer(chunk, dtype=np.float16) for _, _, chunk in parts])
-    return torch.from_numpy(values.reshape(*positions.shape, dim)).to(device)
+    return torch.from_numpy(values.reshape(*index.shape, dim)).to(device)
 
 
 def matching_offsets(dataset: lance.LanceDataset, expression: str) -> np.ndarray:

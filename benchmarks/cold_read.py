@@ -1,0 +1,129 @@
+"""The cold tier's read, through Lance's blob API against memory maps of its files, with the
+store's files in the page cache and evicted from it (``posix_fadvise(DONTNEED)``), in one run.
+
+Each trial reads what one query's exact pass reads at K = 50 (10 candidates x 4 whole frames
+of 49 patches, 512-d fp16: 40 ranges of 50 KB), from fresh random rows, by:
+- ``lance``: ``store.read_patches`` (``read_blob_ranges``);
+- ``mapped``: ``MappedCold.read`` (every range's pages asked for with ``MADV_WILLNEED``, then
+  copied);
+- ``mapped_serial``: the same slices copied without asking first (each page fault waits for
+  its own read from disk).
+
+    python benchmarks/cold_read.py --index DIR          # an existing pq index
+    python benchmarks/cold_read.py --videos 2000        # or one built here at ViT-B/32 shapes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eercf.index import VideoIndex, cold, store
+from eercf.index.cold import MappedCold
+from eercf.model import EERCF
+from eercf.model.config import get_model_config
+
+HERE = Path(__file__).resolve().parent
+
+
+def evict(root: Path) -> None:
+    """Drop the store's files from the page cache (clean pages only: the store is settled)."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def warm(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                while handle.read(1 << 24):
+                    pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--index", type=Path, help="an existing pq index")
+    parser.add_argument("--videos", type=int, default=2000, help="videos of an index built here")
+    parser.add_argument("--trials", type=int, default=15)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "cold_read.json")
+    args = parser.parse_args()
+    built = None
+    if args.index is None:
+        sys.path.insert(0, str(HERE))
+        from retrieval import grow
+
+        built = Path(tempfile.mkdtemp(prefix="eercf-cold-", dir=args.workdir))
+        index = VideoIndex.create(built / "idx", EERCF(get_model_config("ViT-B-32")), codec="pq")
+        grow(index, args.videos, torch.Generator().manual_seed(0))
+    else:
+        index = VideoIndex.open(args.index)
+    try:
+        dataset = index.snapshot().dataset
+        if not store.is_coded(dataset.schema):
+            raise SystemExit(f"{args.index}: not a pq index (eercf index --reindex --codec pq)")
+        mapped = MappedCold.open(dataset)
+        if mapped is None:
+            raise SystemExit("this store's blobs cannot be mapped (see the log)")
+        _, frames, per_frame = store.dims(dataset.schema)
+        chosen = [0, frames // 3, 2 * frames // 3, frames - 1]
+        positions = torch.tensor([f * per_frame + p for f in chosen for p in range(per_frame)])
+        index_ = positions.repeat(10, 1)
+        saved_willneed = cold.WILLNEED
+
+        def serial(offsets, at):
+            cold.WILLNEED = None
+            try:
+                return mapped.read(offsets, at)
+            finally:
+                cold.WILLNEED = saved_willneed
+
+        readers = {"lance": lambda o, at: store.read_patches(dataset, o, at),
+                   "mapped": mapped.read, "mapped_serial": serial}
+        rng = np.random.default_rng(0)
+        root = Path(dataset.uri)
+        report = {"command": " ".join(["python", "benchmarks/cold_read.py"] + sys.argv[1:]),
+                  "videos": dataset.count_rows(), "ranges_per_read": 40,
+                  "bytes_per_read": int(index_.numel() * 2 * mapped.dim), "ms": {}}
+        for scenario in ("in_page_cache", "evicted"):
+            if scenario == "in_page_cache":
+                warm(root)
+            times: dict[str, list[float]] = {name: [] for name in readers}
+            for _ in range(args.trials):
+                for name, read in readers.items():
+                    offsets = np.sort(rng.choice(dataset.count_rows(), 10, replace=False))
+                    if scenario == "evicted":
+                        evict(root)
+                    started = time.perf_counter()
+                    got = read(offsets, index_)
+                    times[name].append(1e3 * (time.perf_counter() - started))
+                    if name == "mapped":  # and the same bytes
+                        assert torch.equal(got, store.read_patches(dataset, offsets, index_))
+            report["ms"][scenario] = {name: round(statistics.median(v), 2)
+                                      for name, v in times.items()}
+            print(scenario, report["ms"][scenario], file=sys.stderr)
+    finally:
+        if built is not None:
+            shutil.rmtree(built, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

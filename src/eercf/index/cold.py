@@ -1,0 +1,157 @@
+"""A local pq store's cold tier read through memory maps of the files Lance keeps its blobs in.
+
+Lance's blob API serves the 40 frame ranges a query reads at K = 50 in 4.4 ms when the files
+are in the page cache and 6.0 ms when they are not; sliced from memory maps of the blobs'
+files, after asking the kernel for every range at once (``MADV_WILLNEED``, so reads from disk
+overlap as Lance's do), they take 0.54 and 1.5 ms (``benchmarks/cold_read.py``). Lance never changes a
+file once written (a new version writes new files; an old one is removed only by a cleanup,
+and a mapped file stays readable after that), so a map made for one version holds for it and,
+extended by the new fragments, for later versions that only append.
+
+Where a fragment's blobs lie is Lance's business and has changed between releases, so a map
+is made only when every row's blob lies within a file found beside its fragment's data file
+and the first and last bytes of one blob of each file read the same through the map as
+through Lance. Otherwise
+(an object store, a layout this code does not know) the cold tier is read through Lance.
+"""
+from __future__ import annotations
+
+import logging
+import mmap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import lance
+import numpy as np
+import torch
+
+from . import store
+from .location import is_remote
+
+log = logging.getLogger(__name__)
+WILLNEED = getattr(mmap, "MADV_WILLNEED", None)  # not on every platform
+CHECK_BYTES = 4096  # of a blob's head and of its tail compared, per file, before mapping it
+
+# where a blob file may lie beside its fragment's data file ``data/<stem>.lance``, by blob id;
+# the first is pylance 14's packed blobs, the others earlier layouts
+SIDECARS: tuple[Callable[[Path, int], Path], ...] = (
+    lambda stem, blob: stem / (f"{blob:032b}"[::-1] + ".blob"),
+    lambda stem, blob: stem / f"{blob:08x}.blob",
+    lambda stem, blob: stem / f"{blob:08x}.pack",
+    lambda stem, blob: stem / f"{blob:08x}.raw",
+    lambda stem, blob: stem.with_suffix(".lance"),  # blobs inline in the data file
+)
+
+
+@dataclass
+class MappedCold:
+    """Each row's patch blob as ``(file, position)`` in memory-mapped files: ``file_of [N]``
+    indexes ``files`` (read-only maps), ``position [N]`` is where the blob starts."""
+
+    files: list[mmap.mmap]
+    file_of: np.ndarray
+    position: np.ndarray
+    dim: int
+
+    @classmethod
+    def open(cls, dataset: lance.LanceDataset, start: int = 0,
+             fragments: Sequence[lance.LanceFragment] | None = None) -> "MappedCold | None":
+        """A map of the rows of ``fragments`` (all by default), which are the store's rows
+        from offset ``start`` on; None when the blobs cannot be mapped (a remote store, an
+        unknown layout: the reason is logged)."""
+        if is_remote(dataset.uri):
+            return None
+        fragments = list(dataset.get_fragments() if fragments is None else fragments)
+        table = dataset.scanner(columns=["patches"], with_row_address=True, scan_in_order=True,
+                                fragments=fragments, blob_handling="blobs_descriptions"
+                                ).to_table()
+        blobs = table.column("patches").combine_chunks()
+        if len(blobs) == 0:
+            return cls([], np.zeros(0, np.int32), np.zeros(0, np.int64), store.dims(dataset.schema)[0])
+        if any(blobs.field("blob_uri").to_pylist()):
+            return _unmapped("some patch blobs live outside the store")
+        position = blobs.field("position").to_numpy().astype(np.int64)
+        end = position + blobs.field("size").to_numpy().astype(np.int64)
+        fragment = (table.column("_rowaddr").to_numpy() >> 32).astype(np.int64)
+        data_dir = Path(dataset.uri) / "data"
+        stems = {f.fragment_id: [data_dir / Path(file.path).stem for file in f.metadata.files]
+                 for f in fragments}
+        keys = np.stack([fragment, blobs.field("blob_id").to_numpy().astype(np.int64)], 1)
+        unique, file_of = np.unique(keys, axis=0, return_inverse=True)
+        file_of = file_of.reshape(-1)
+        files, first_rows = [], []
+        for number, (fragment_id, blob) in enumerate(unique.tolist()):
+            rows = np.flatnonzero(file_of == number)
+            path = _find(stems[fragment_id], blob, int(end[rows].max()))
+            if path is None:
+                return _unmapped(f"no file of fragment {fragment_id} holds its blobs")
+            files.append(_map(path))
+            first_rows.append(int(rows[0]))
+        mapped = cls(files, file_of.astype(np.int32), position, store.dims(dataset.schema)[0])
+        # the head and the tail of one blob per file, through Lance and through the map
+        checks = []
+        for row in first_rows:
+            size = int(end[row] - position[row])
+            checks += [(row, 0, min(CHECK_BYTES, size)),
+                       (row, max(0, size - CHECK_BYTES), min(CHECK_BYTES, size))]
+        through_lance = dataset.read_blob_ranges(
+            "patches", [(start + row, at, n) for row, at, n in checks], selector="indices")
+        for (row, at, n), (_, _, expected) in zip(checks, through_lance):
+            begin = int(position[row]) + at
+            if files[file_of[row]][begin:begin + n] != bytes(expected):
+                return _unmapped("a mapped blob does not read as Lance reads it")
+        return mapped
+
+    def __post_init__(self) -> None:
+        self._views = [memoryview(file) for file in self.files]  # slices without copies
+
+    def __len__(self) -> int:
+        return len(self.file_of)
+
+    def extended(self, more: "MappedCold") -> "MappedCold":
+        """This map followed by ``more`` (the rows appended after it)."""
+        return MappedCold(self.files + more.files,
+                          np.concatenate([self.file_of, more.file_of + len(self.files)]),
+                          np.concatenate([self.position, more.position]), self.dim)
+
+    def read(self, offsets: Sequence[int] | np.ndarray, index: torch.Tensor,
+             device: torch.device | str = "cpu") -> torch.Tensor:
+        """What :func:`store.read_patches` returns for the same rows and positions, sliced
+        from the maps by the same plan."""
+        if index.numel() == 0:
+            return torch.zeros(*index.shape, self.dim, dtype=torch.float16, device=device)
+        rows, starts, lengths = store.plan_ranges(offsets, index, 2 * self.dim)
+        ranges = list(zip(self.file_of[rows].tolist(), (self.position[rows] + starts).tolist(),
+                          lengths.tolist()))
+        if WILLNEED is not None:  # every range's pages requested at once: the reads overlap
+            for file, begin, length in ranges:
+                page = begin - begin % mmap.PAGESIZE
+                self.files[file].madvise(WILLNEED, page, begin + length - page)
+        out = np.empty(int(lengths.sum()), dtype=np.uint8)
+        view, at = memoryview(out), 0
+        for file, begin, length in ranges:
+            view[at:at + length] = self._views[file][begin:begin + length]
+            at += length
+        return torch.from_numpy(out.view(np.float16).reshape(*index.shape, self.dim)).to(device)
+
+
+def _find(stems: list[Path], blob: int, needed: int) -> Path | None:
+    """The first file beside one of a fragment's data files that may hold blob ``blob``
+    (``needed`` bytes long at least); which one does is checked by reading it."""
+    for stem in stems:
+        for sidecar in SIDECARS:
+            path = sidecar(stem, blob)
+            if path.is_file() and path.stat().st_size >= needed:
+                return path
+    return None
+
+
+def _map(path: Path) -> mmap.mmap:
+    with open(path, "rb") as handle:  # the map outlives the descriptor
+        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _unmapped(reason: str) -> None:
+    log.info("reading the cold tier through Lance: %s", reason)
+    return None

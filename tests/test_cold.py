@@ -1,0 +1,83 @@
+"""The cold tier read through memory maps of Lance's blob files: the same bytes as Lance's blob
+API, or no map at all."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from eercf.index import cold, store
+from eercf.index.cold import MappedCold
+from eercf.index.hot import HotTier
+from test_codecs import add, clustered_features, coded, queries  # noqa: F401  (fixtures)
+from test_index import model  # noqa: F401
+
+
+def positions(rows: int, frames: int, per_frame: int, seed: int) -> torch.Tensor:
+    """Per row, a few whole frames and a few lone patches (runs of both kinds), ascending."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(rows):
+        whole = rng.choice(frames, 2, replace=False)
+        lone = rng.choice(frames * per_frame, 5, replace=False)
+        picked = set(lone.tolist()) | {f * per_frame + p for f in whole.tolist()
+                                       for p in range(per_frame)}
+        out.append(sorted(picked))
+    width = min(map(len, out))
+    return torch.tensor([row[:width] for row in out])
+
+
+def test_mapped_reads_equal_lance_reads(coded):
+    index, _ = coded
+    dataset = index.snapshot().dataset
+    mapped = MappedCold.open(dataset)
+    assert mapped is not None and len(mapped) == dataset.count_rows()
+    _, frames, per_frame = store.dims(dataset.schema)
+    offsets = np.array([0, 3, 34, 35, 59])  # both commits' fragments, first and last rows
+    index_ = positions(len(offsets), frames, per_frame, seed=0)
+    expected = store.read_patches(dataset, offsets, index_)
+    torch.testing.assert_close(mapped.read(offsets, index_), expected, rtol=0, atol=0)
+    assert mapped.read(offsets[:0], index_[:0]).shape == (0, index_.shape[1], mapped.dim)
+
+
+def test_the_held_map_follows_appends(coded, model):
+    index, _ = coded
+    held = HotTier.load(index.snapshot().dataset)
+    assert held.cold is not None
+    add(index, [f"c{i}" for i in range(7)], clustered_features(7, 4))
+    dataset = index.snapshot().dataset
+    refreshed = held.refreshed(dataset)
+    assert refreshed.cold is not None and len(refreshed.cold) == dataset.count_rows() == 67
+    _, frames, per_frame = store.dims(dataset.schema)
+    offsets = np.array([1, 40, 60, 66])
+    index_ = positions(len(offsets), frames, per_frame, seed=1)
+    torch.testing.assert_close(refreshed.read_cold(dataset, offsets, index_),
+                               store.read_patches(dataset, offsets, index_), rtol=0, atol=0)
+
+
+def test_an_unknown_layout_reads_through_lance(coded, model, monkeypatch, caplog, tmp_path):
+    """Blob files under names this code does not know, or a file whose bytes are not the blob
+    Lance reads: no map, and searches read through Lance with the same results."""
+    index, _ = coded
+    dataset = index.snapshot().dataset
+    index.hot_in_memory = True
+    mapped_results = index.search_encoded(queries(), k=10, topk=20, model=model)
+    assert index._hot is not None and index._hot.cold is not None
+    monkeypatch.setattr(cold, "SIDECARS", (lambda stem, blob: stem / "elsewhere.bin",))
+    with caplog.at_level(logging.INFO, logger="eercf.index.cold"):
+        assert MappedCold.open(dataset) is None
+    assert "no file of fragment" in caplog.text
+    # a file long enough for every blob, but holding other bytes
+    decoy = tmp_path / "decoy.bin"
+    decoy.write_bytes(np.random.default_rng(0).bytes(8 << 20))
+    monkeypatch.setattr(cold, "SIDECARS", (lambda stem, blob: decoy,))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="eercf.index.cold"):
+        assert MappedCold.open(dataset) is None
+    assert "does not read as Lance reads it" in caplog.text
+    index._hot = None
+    through_lance = index.search_encoded(queries(), k=10, topk=20, model=model)
+    assert index._hot is not None and index._hot.cold is None
+    assert [[(h.video_id, h.score, h.where) for h in r.hits] for r in through_lance] == \
+        [[(h.video_id, h.score, h.where) for h in r.hits] for r in mapped_results]
