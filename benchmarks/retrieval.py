@@ -11,8 +11,8 @@ the first videos exact, the codebook trained on them, the rest encoded with it),
   with the search's own breakdown (stage-2 reads of the hot and the cold tier);
 - all-pairs: the fused score of every video, streaming the whole exact store through
   ``model.similarity`` in chunks (what a system without stage 1 must do per query).
-Queries run one at a time (median over ``--queries``) and in batches of ``--batch``
-(per-query time, median over ``--repeats``). Writes a JSON result and a PNG plot. Every figure
+Queries run one at a time (median over ``--queries``; all-pairs: one) and in batches of
+``--batch`` (per-query time, median over ``--repeats``, all-pairs too). Writes a JSON result and a PNG plot. Every figure
 is measured on a built index: an N whose store does not fit on disk is not run.
 
     python benchmarks/retrieval.py --sizes 1000 10000 --codecs exact pq pq+ram
@@ -55,9 +55,23 @@ def random_features(n: int, generator: torch.Generator) -> VideoFeatures:
 
 
 def grow(index: VideoIndex, target: int, generator: torch.Generator, chunk: int = 250,
-         codebook_after: int = 1000) -> float:
+         codebook_after: int = 1000, threads: int | None = None) -> float:
     """Add random videos until the index holds ``target`` (a pq index trains its codebook
-    once it holds ``codebook_after``); returns the seconds spent."""
+    once it holds ``codebook_after``), on ``threads`` threads (then back to the ones set);
+    returns the seconds spent."""
+    searching = torch.get_num_threads(), faiss.omp_get_max_threads()
+    if threads:
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
+    try:
+        return _grow(index, target, generator, chunk, codebook_after)
+    finally:
+        torch.set_num_threads(searching[0])
+        faiss.omp_set_num_threads(searching[1])
+
+
+def _grow(index: VideoIndex, target: int, generator: torch.Generator, chunk: int,
+          codebook_after: int) -> float:
     started = time.perf_counter()
     stamps = [[0.5 + f for f in range(FRAMES)]] * chunk
     while (n := len(index)) < target:
@@ -144,7 +158,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="batches timed")
     parser.add_argument("--topk", type=int, default=50)
     parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="threads searches are timed on")
+    parser.add_argument("--build-threads", type=int, default=os.cpu_count(),
+                        help="threads the indexes are built on")
     parser.add_argument("--workdir", type=Path, default=None, help="where the index is built")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "retrieval.json")
     parser.add_argument("--plot", type=Path, default=HERE / "results" / "retrieval.png")
@@ -167,7 +183,7 @@ def main() -> int:
         for name in stores:  # pq+ram: the pq index again, its hot tier held in memory
             index = VideoIndex.create(workdir / name, model, codec=name)
             for n in sorted(args.sizes):
-                build = grow(index, n, generator)
+                build = grow(index, n, generator, threads=args.build_threads)
                 snap = index.snapshot()
                 for codec in [c for c in args.codecs if c.split("+")[0] == name]:
                     index.hot_in_memory = codec.endswith("+ram")
@@ -181,7 +197,7 @@ def main() -> int:
                     if n <= args.all_pairs_max and codec == "exact":
                         row["all_pairs"] = per_query(
                             lambda t: all_pairs(model, snap.dataset, t, args.k), text, 1,
-                            args.batch, 1)
+                            args.batch, args.repeats)
                     results.append(row)
                     print(json.dumps(row), file=sys.stderr)
             shutil.rmtree(workdir / name, ignore_errors=True)

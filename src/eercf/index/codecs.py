@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import EercfError
+from ..model.similarity import LEVELS, fuse
 
 if TYPE_CHECKING:
     from ..model import EERCF, VideoFeatures
@@ -269,11 +270,14 @@ def sharpen(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures", fir
     top = first.top
     view = SelectedPatches(first.approx[top][None], first.index[top][None], exact[None],
                            first.per_frame)
-    fused, scores = model.rerank(text, candidates.index(top), len(top), fusion, with_weights,
-                                 selected=[view])
-    first.fused[0, top] = fused[0]
+    # only the patch levels change: the others, scored per candidate alike in any company,
+    # are the rough pass's already
+    _, scores = model.rerank(text, candidates.index(top), len(top), fusion, with_weights,
+                             selected=[view], patches_only=True)
     for key, value in scores.items():
         first.scores[key][0, top] = value[0]
+    first.fused[0, top] = fuse({level: first.scores[level][:, top] for level in LEVELS
+                                if level in first.scores}, fusion)[0]
     return first.fused, first.scores
 
 

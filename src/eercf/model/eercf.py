@@ -196,8 +196,8 @@ class EERCF(nn.Module):
 
     def rerank(self, text: torch.Tensor, candidates: VideoFeatures, k: int,
                weights: dict[str, float] | None = None, with_weights: bool = True,
-               selected: Sequence[Any] | None = None
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               selected: Sequence[Any] | None = None, patches_only: bool = False
+               ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """Stage 2, the one implementation search and ``eercf eval`` share: query ``t`` against
         its own ``k`` candidates (rows of ``candidates``, query-major, ``T * k`` of them; fine
         levels fp32 or fp16 as stored). Returns the fused score ``[T, k]`` and the ``[T, k]``
@@ -208,7 +208,9 @@ class EERCF(nn.Module):
         shapes, and the 0.01 softmax temperatures amplify that, so this keeps a query's scores
         bit-identical whether it comes alone (search) or in a batch (evaluation).
         ``selected``: per query, a compact codec's view of its candidates' patches
-        (``index.codecs.SelectedPatches``), used in place of ``candidates.patches``."""
+        (``index.codecs.SelectedPatches``), used in place of ``candidates.patches``. With
+        ``patches_only`` (the codec's exact pass) only the patch levels are scored, and the
+        fused score, which needs every level, is None."""
         if len(candidates) != text.shape[0] * k:
             raise ValueError(f"{len(candidates)} candidates for {text.shape[0]} queries x k={k}")
         fusion = self.fusion_weights(weights)
@@ -220,10 +222,9 @@ class EERCF(nn.Module):
             parts.append(sim.candidate_scores(
                 text[q:q + 1], c.video[rows][None], c.frames[rows][None], c.temporal[rows][None],
                 c.patches[rows][None] if selected is None else selected[q], c.mask[rows][None],
-                with_weights=with_weights,
-                levels=levels, **params))
+                with_weights=with_weights, levels=levels, patches_only=patches_only, **params))
         scores = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
-        return sim.fuse(scores, fusion), scores
+        return (None if patches_only else sim.fuse(scores, fusion)), scores
 
     # ------------------------------------------------------------------ training
     def loss(self, text: torch.Tensor, video: VideoFeatures, weights: LossWeights | None = None,

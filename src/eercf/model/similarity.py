@@ -67,7 +67,8 @@ def candidate_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tens
                      temporal: torch.Tensor, patches: torch.Tensor, mask: torch.Tensor, *,
                      global_weight: torch.Tensor, frame_weight: torch.Tensor,
                      scale: torch.Tensor, temps: Temperatures, with_weights: bool = True,
-                     levels: Collection[str] = LEVELS) -> dict[str, torch.Tensor]:
+                     levels: Collection[str] = LEVELS, patches_only: bool = False
+                     ) -> dict[str, torch.Tensor]:
     """Each query ``text[t]`` against its own K candidates: the video tensors carry a leading
     ``[T, K]`` (``video [T, K, D]``, ``frames [T, K, F, D]``, ``patches [T, K, F, P, D]``,
     ``mask [T, K, F]``; for one query, ``patches`` may instead be a codec's view with
@@ -75,6 +76,8 @@ def candidate_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tens
     Returns the ``[T, K]`` logits of ``levels``, plus the gate weights
     that say *when* (``frame_weights [T, K, F]``, and ``frame_similarity``, the text-frame
     products they are the softmax of) and *where* (``patch_weights [T, K, F*P]``) the match is.
+    With ``patches_only`` only the patch levels and weights are computed: a compact codec's
+    exact pass changes nothing else.
 
     Stage 2's cost is reading and scoring the candidates' patches (30 MB of fp16 for K = 50 at
     ViT-B/32 shapes), so the fine levels may come in fp16, as an index stores them, and each
@@ -91,6 +94,8 @@ def candidate_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tens
     out: dict[str, torch.Tensor] = {}
     # products and sums rather than BLAS calls over the candidates: a candidate's result then
     # depends on its row alone, where a BLAS kernel may round a row by where it falls
+    if patches_only:
+        levels = [level for level in levels if level.startswith("patch")]
     if "video" in levels:
         query = text @ global_weight.float()
         out["video"] = scale * (video.float() * query[:, None, :]).sum(-1)
@@ -98,12 +103,13 @@ def candidate_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tens
     def widened(features: torch.Tensor) -> torch.Tensor:  # an fp32 copy to work in
         return _scratch("frames", features.shape, text.device).copy_(features)
 
-    a = widened(frames).mul_(text[:, None, None, :]).sum(-1)
-    frame_weak, frame_strong, frame_gate = tib.frame_levels(
-        text, a, mask, frame_weight, scale, temps,
-        pool=lambda w: widened(temporal).mul_(w[..., None]).sum(-2),
-        mix=lambda w, x: (w[..., :, None] * x).sum(-2))
-    out.update(frame_weak=frame_weak, frame_strong=frame_strong)
+    if not patches_only:
+        a = widened(frames).mul_(text[:, None, None, :]).sum(-1)
+        frame_weak, frame_strong, frame_gate = tib.frame_levels(
+            text, a, mask, frame_weight, scale, temps,
+            pool=lambda w: widened(temporal).mul_(w[..., None]).sum(-2),
+            mix=lambda w, x: (w[..., :, None] * x).sum(-2))
+        out.update(frame_weak=frame_weak, frame_strong=frame_strong)
     if isinstance(patches, torch.Tensor):
         n_patches = patches.shape[3]
         flat_patches = patches.reshape(n_queries, k, n_frames * n_patches, dim)
@@ -119,9 +125,10 @@ def candidate_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tens
         out["patch_strong"] = tib.strong_score(text, tib.pooled(patch_gate, pool), scale)
     out = {level: out[level] for level in LEVELS if level in levels}
     if with_weights:
-        out["frame_weights"] = frame_gate
+        if not patches_only:
+            out["frame_weights"] = frame_gate
+            out["frame_similarity"] = a.clone()  # the frame gate's logits before its temperature
         out["patch_weights"] = patch_gate
-        out["frame_similarity"] = a.clone()  # the frame gate's logits before its temperature
     return out
 
 
