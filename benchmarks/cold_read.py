@@ -2,7 +2,8 @@
 store's files in the page cache and evicted from it (``posix_fadvise(DONTNEED)``), in one run.
 
 Each trial reads what one query's exact pass reads at K = 50 (10 candidates x 4 whole frames
-of 49 patches, 512-d fp16: 40 ranges of 50 KB), from fresh random rows, by:
+of 49 patches, 512-d fp16: 40 ranges of 50 KB), or a batch of ``--batch`` queries' (4,000
+ranges at 100), from fresh random rows, by:
 - ``lance``: ``store.read_patches`` (``read_blob_ranges``);
 - ``mapped``: ``MappedCold.read`` (every range's pages asked for with ``MADV_WILLNEED``, then
   copied);
@@ -58,7 +59,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--index", type=Path, help="an existing pq index")
     parser.add_argument("--videos", type=int, default=2000, help="videos of an index built here")
-    parser.add_argument("--trials", type=int, default=15)
+    parser.add_argument("--trials", type=int, default=15, help="reads timed of one query's")
+    parser.add_argument("--batch", type=int, default=100, help="queries in a batch's read")
+    parser.add_argument("--batch-trials", type=int, default=3, help="reads timed of a batch's")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "cold_read.json")
     args = parser.parse_args()
@@ -95,27 +98,34 @@ def main() -> int:
         readers = {"lance": lambda o, at: store.read_patches(dataset, o, at),
                    "mapped": mapped.read, "mapped_serial": serial}
         rng = np.random.default_rng(0)
+        shapes = {"query": 10, "batch": 10 * args.batch}  # rows read: one query, a batch
         root = Path(dataset.uri)
         report = {"command": " ".join(["python", "benchmarks/cold_read.py"] + sys.argv[1:]),
                   "videos": dataset.count_rows(), "ranges_per_read": 40,
                   "bytes_per_read": int(index_.numel() * 2 * mapped.dim), "ms": {}}
-        for scenario in ("in_page_cache", "evicted"):
-            if scenario == "in_page_cache":
-                warm(root)
-            times: dict[str, list[float]] = {name: [] for name in readers}
-            for _ in range(args.trials):
-                for name, read in readers.items():
-                    offsets = np.sort(rng.choice(dataset.count_rows(), 10, replace=False))
-                    if scenario == "evicted":
-                        evict(root)
-                    started = time.perf_counter()
-                    got = read(offsets, index_)
-                    times[name].append(1e3 * (time.perf_counter() - started))
-                    if name == "mapped":  # and the same bytes
-                        assert torch.equal(got, store.read_patches(dataset, offsets, index_))
-            report["ms"][scenario] = {name: round(statistics.median(v), 2)
-                                      for name, v in times.items()}
-            print(scenario, report["ms"][scenario], file=sys.stderr)
+        for shape, rows in shapes.items():
+            for scenario in ("in_page_cache", "evicted"):
+                if scenario == "in_page_cache":
+                    warm(root)
+                times: dict[str, list[float]] = {name: [] for name in readers}
+                trials = args.trials if shape == "query" else args.batch_trials
+                for _ in range(trials):
+                    for name, read in readers.items():
+                        if shape == "batch" and name == "mapped_serial":
+                            continue
+                        offsets = np.sort(rng.choice(dataset.count_rows(), rows, replace=False))
+                        if scenario == "evicted":
+                            evict(root)
+                        started = time.perf_counter()
+                        got = read(offsets, index_[:1].expand(rows, -1))
+                        times[name].append(1e3 * (time.perf_counter() - started))
+                        if name == "mapped":  # and the same bytes
+                            assert torch.equal(got, store.read_patches(
+                                dataset, offsets, index_[:1].expand(rows, -1)))
+                key = f"{shape}_{scenario}"
+                report["ms"][key] = {name: round(statistics.median(v), 2)
+                                     for name, v in times.items() if v}
+                print(key, report["ms"][key], file=sys.stderr)
     finally:
         if built is not None:
             shutil.rmtree(built, ignore_errors=True)

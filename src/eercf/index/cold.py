@@ -1,9 +1,10 @@
 """A local pq store's cold tier read through memory maps of the files Lance keeps its blobs in.
 
-Lance's blob API serves the 40 frame ranges a query reads at K = 50 in 4.4 ms when the files
-are in the page cache and 6.0 ms when they are not; sliced from memory maps of the blobs'
+Lance's blob API serves the 40 frame ranges a query reads at K = 50 in 4.8 ms when the files
+are in the page cache and 6.2 ms when they are not; sliced from memory maps of the blobs'
 files, after asking the kernel for every range at once (``MADV_WILLNEED``, so reads from disk
-overlap as Lance's do), they take 0.54 and 1.5 ms (``benchmarks/cold_read.py``). Lance never changes a
+overlap as Lance's do), they take 0.86 and 2.0 ms, and a batch of 100 queries' 106 and 136 ms
+against 268 and 329 (``benchmarks/cold_read.py``). Lance never changes a
 file once written (a new version writes new files; an old one is removed only by a cleanup,
 and a mapped file stays readable after that), so a map made for one version holds for it and,
 extended by the new fragments, for later versions that only append.
