@@ -283,6 +283,8 @@ def test_pq_index_served_from_its_hot_tier_equals_the_library(tmp_path):
     assert app.state.searcher.state().hot is not None
     with TestClient(app) as c:
         got = c.post("/api/search", json={"queries": queries, "k": 5, "topk": 20}).json()["results"]
+        info = c.get("/api/index").json()
+    assert info["hot_in_memory"] is True and info["cold_reads"] == "mapped"
     for result, want in zip(got, expected):
         assert [h["video_id"] for h in result["hits"]] == [h.video_id for h in want.hits]
         assert [h["score"] for h in result["hits"]] == pytest.approx([h.score for h in want.hits])

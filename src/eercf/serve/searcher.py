@@ -295,6 +295,9 @@ class Searcher:
                 "index_factory": state.snapshot.stage1.factory, "codec": stats["codec"],
                 "bytes_per_video": stats["bytes_per_video"],
                 "hot_in_memory": state.hot is not None,
+                # how stage 2 reads the exact patches: memory maps of the store's files, or Lance
+                "cold_reads": None if state.hot is None else (
+                    "mapped" if state.hot.cold is not None else "lance"),
                 "loaded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.loaded)),
                 "timings": timings}
 
