@@ -4,16 +4,16 @@ Lance's blob API serves the 40 frame ranges a query reads at K = 50 in 4.8 ms wh
 are in the page cache and 6.2 ms when they are not; sliced from memory maps of the blobs'
 files, after asking the kernel for every range at once (``MADV_WILLNEED``, so reads from disk
 overlap as Lance's do), they take 0.86 and 2.0 ms, and a batch of 100 queries' 106 and 136 ms
-against 268 and 329 (``benchmarks/cold_read.py``). Lance never changes a
-file once written (a new version writes new files; an old one is removed only by a cleanup,
-and a mapped file stays readable after that), so a map made for one version holds for it and,
-extended by the new fragments, for later versions that only append.
+against 268 and 329 (``benchmarks/cold_read.py``). Lance never changes a file once written (a
+new version writes new files; an old one is removed only by a cleanup, and a mapped file stays
+readable after that), so a map made for one version holds for it and, extended by the new
+fragments, for later versions that only append.
 
 Where a fragment's blobs lie is Lance's business and has changed between releases, so a map
 is made only when every row's blob lies within a file found beside its fragment's data file
 and the first and last bytes of one blob of each file read the same through the map as
-through Lance. Otherwise
-(an object store, a layout this code does not know) the cold tier is read through Lance.
+through Lance. Otherwise (an object store, a layout this code does not know) the cold tier is
+read through Lance.
 """
 from __future__ import annotations
 
@@ -63,33 +63,48 @@ class MappedCold:
         unknown layout: the reason is logged)."""
         if is_remote(dataset.uri):
             return None
-        fragments = list(dataset.get_fragments() if fragments is None else fragments)
+        try:
+            return cls._open(dataset, start, list(
+                dataset.get_fragments() if fragments is None else fragments))
+        except (KeyError, ValueError, TypeError, OSError) as err:  # descriptions of another kind
+            return _unmapped(f"{type(err).__name__}: {err}")
+
+    @classmethod
+    def _open(cls, dataset: lance.LanceDataset, start: int,
+              fragments: list[lance.LanceFragment]) -> "MappedCold | None":
+        dim = store.dims(dataset.schema)[0]
         table = dataset.scanner(columns=["patches"], with_row_address=True, scan_in_order=True,
                                 fragments=fragments, blob_handling="blobs_descriptions"
                                 ).to_table()
         blobs = table.column("patches").combine_chunks()
         if len(blobs) == 0:
-            return cls([], np.zeros(0, np.int32), np.zeros(0, np.int64), store.dims(dataset.schema)[0])
-        if any(blobs.field("blob_uri").to_pylist()):
+            return cls([], np.zeros(0, np.int32), np.zeros(0, np.int64), dim)
+        fields = {blobs.type.field(i).name for i in range(blobs.type.num_fields)}
+        if "blob_uri" in fields and any(blobs.field("blob_uri").to_pylist()):
             return _unmapped("some patch blobs live outside the store")
         position = blobs.field("position").to_numpy().astype(np.int64)
         end = position + blobs.field("size").to_numpy().astype(np.int64)
+        blob_ids = (blobs.field("blob_id").to_numpy().astype(np.int64) if "blob_id" in fields
+                    else np.zeros(len(blobs), np.int64))
         fragment = (table.column("_rowaddr").to_numpy() >> 32).astype(np.int64)
         data_dir = Path(dataset.uri) / "data"
         stems = {f.fragment_id: [data_dir / Path(file.path).stem for file in f.metadata.files]
                  for f in fragments}
-        keys = np.stack([fragment, blobs.field("blob_id").to_numpy().astype(np.int64)], 1)
-        unique, file_of = np.unique(keys, axis=0, return_inverse=True)
+        # one file per (fragment, blob id): its rows' first row and the end of its last blob
+        unique, file_of = np.unique(np.stack([fragment, blob_ids], 1), axis=0,
+                                    return_inverse=True)
         file_of = file_of.reshape(-1)
-        files, first_rows = [], []
-        for number, (fragment_id, blob) in enumerate(unique.tolist()):
-            rows = np.flatnonzero(file_of == number)
-            path = _find(stems[fragment_id], blob, int(end[rows].max()))
+        order = np.argsort(file_of, kind="stable")
+        bounds = np.searchsorted(file_of[order], np.arange(len(unique)))
+        first_rows = order[bounds].tolist()
+        needed = np.maximum.reduceat(end[order], bounds).tolist()
+        files = []
+        for (fragment_id, blob), size in zip(unique.tolist(), needed):
+            path = _find(stems[fragment_id], blob, size)
             if path is None:
                 return _unmapped(f"no file of fragment {fragment_id} holds its blobs")
             files.append(_map(path))
-            first_rows.append(int(rows[0]))
-        mapped = cls(files, file_of.astype(np.int32), position, store.dims(dataset.schema)[0])
+        mapped = cls(files, file_of.astype(np.int32), position, dim)
         # the head and the tail of one blob per file, through Lance and through the map
         checks = []
         for row in first_rows:
