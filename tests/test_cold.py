@@ -81,3 +81,21 @@ def test_an_unknown_layout_reads_through_lance(coded, model, monkeypatch, caplog
     assert index._hot is not None and index._hot.cold is None
     assert [[(h.video_id, h.score, h.where) for h in r.hits] for r in through_lance] == \
         [[(h.video_id, h.score, h.where) for h in r.hits] for r in mapped_results]
+
+
+def test_too_many_files_for_the_open_file_limit_reads_through_lance(coded, monkeypatch, caplog):
+    """Each map holds a descriptor: blob files past what the hard limit allows are not mapped;
+    under it, the soft limit is raised as far as needed."""
+    import resource
+
+    index, _ = coded
+    dataset = index.snapshot().dataset
+    raised = []
+    monkeypatch.setattr(resource, "setrlimit", lambda kind, limits: raised.append(limits))
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (64, 64))
+    with caplog.at_level(logging.INFO, logger="eercf.index.cold"):
+        assert MappedCold.open(dataset) is None
+    assert "limit on open files" in caplog.text and not raised
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (64, resource.RLIM_INFINITY))
+    assert MappedCold.open(dataset) is not None
+    assert raised and raised[0][0] > cold.FD_HEADROOM  # room for the maps and the headroom

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import mmap
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,6 +34,7 @@ from .location import is_remote
 log = logging.getLogger(__name__)
 WILLNEED = getattr(mmap, "MADV_WILLNEED", None)  # not on every platform
 CHECK_BYTES = 4096  # of a blob's head and of its tail compared, per file, before mapping it
+FD_HEADROOM = 1024  # descriptors left free for sockets, Lance and the rest once files are mapped
 
 # where a blob file may lie beside its fragment's data file ``data/<stem>.lance``, by blob id;
 # the first is pylance 14's packed blobs, the others earlier layouts
@@ -98,6 +100,9 @@ class MappedCold:
         bounds = np.searchsorted(file_of[order], np.arange(len(unique)))
         first_rows = order[bounds].tolist()
         needed = np.maximum.reduceat(end[order], bounds).tolist()
+        if not _room_for(len(unique)):
+            return _unmapped(f"{len(unique)} blob files to map would pass the limit on open "
+                             f"files (each map holds one): eercf index --index DIR --reindex compacts it")
         files = []
         for (fragment_id, blob), size in zip(unique.tolist(), needed):
             path = _find(stems[fragment_id], blob, size)
@@ -161,6 +166,27 @@ def _find(stems: list[Path], blob: int, needed: int) -> Path | None:
             if path.is_file() and path.stat().st_size >= needed:
                 return path
     return None
+
+
+def _room_for(files: int) -> bool:
+    """Whether ``files`` more descriptors fit under the process's limit (raising the soft
+    limit up to the hard one if that is what it takes), leaving room for everything else."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system: no such limit to mind
+        return True
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 256
+    wanted += files + FD_HEADROOM
+    if soft == resource.RLIM_INFINITY or wanted <= soft:
+        return True
+    if hard != resource.RLIM_INFINITY and wanted > hard:
+        return False
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def _map(path: Path) -> mmap.mmap:
