@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import EercfError
-from ..model.similarity import LEVELS, fuse
+from ..model.similarity import fuse
 
 if TYPE_CHECKING:
     from ..model import EERCF, VideoFeatures
@@ -276,8 +276,7 @@ def sharpen(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures", fir
                              selected=[view], patches_only=True)
     for key, value in scores.items():
         first.scores[key][0, top] = value[0]
-    first.fused[0, top] = fuse({level: first.scores[level][:, top] for level in LEVELS
-                                if level in first.scores}, fusion)[0]
+    first.fused[0, top] = fuse(first.scores, fusion)[0, top]
     return first.fused, first.scores
 
 

@@ -12,8 +12,8 @@ fragments, for later versions that only append.
 Where a fragment's blobs lie is Lance's business and has changed between releases, so a map
 is made only when every row's blob lies within a file found beside its fragment's data file
 and the first and last bytes of one blob of each file read the same through the map as
-through Lance. Otherwise (an object store, a layout this code does not know) the cold tier is
-read through Lance.
+through Lance. Otherwise (an object store, a layout this code does not know, more files than
+the open-file limit allows: each map holds a descriptor) the cold tier is read through Lance.
 """
 from __future__ import annotations
 
@@ -37,13 +37,14 @@ CHECK_BYTES = 4096  # of a blob's head and of its tail compared, per file, befor
 FD_HEADROOM = 1024  # descriptors left free for sockets, Lance and the rest once files are mapped
 
 # where a blob file may lie beside its fragment's data file ``data/<stem>.lance``, by blob id;
-# the first is pylance 14's packed blobs, the others earlier layouts
+# the first is how pylance 14 names its packed blob files, the next the names other Lance
+# releases give packed and dedicated blobs, the last blobs kept inside the data file
 SIDECARS: tuple[Callable[[Path, int], Path], ...] = (
     lambda stem, blob: stem / (f"{blob:032b}"[::-1] + ".blob"),
     lambda stem, blob: stem / f"{blob:08x}.blob",
     lambda stem, blob: stem / f"{blob:08x}.pack",
     lambda stem, blob: stem / f"{blob:08x}.raw",
-    lambda stem, blob: stem.with_suffix(".lance"),  # blobs inline in the data file
+    lambda stem, blob: stem.with_suffix(".lance"),
 )
 
 

@@ -73,7 +73,6 @@ class HotTier:
         index = torch.from_numpy(at)
         return self.features.index(index), self.codes.index_select(0, index), self.rows.select(at)
 
-
     def read_cold(self, dataset: lance.LanceDataset, offsets: np.ndarray, index: torch.Tensor,
                   device: torch.device | str = "cpu") -> torch.Tensor:
         """The exact patches :func:`store.read_patches` reads, from the maps when held."""
