@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import EercfError
-from ..model.similarity import fuse
+from ..model.similarity import fuse, scratch
 
 if TYPE_CHECKING:
     from ..model import EERCF, VideoFeatures
@@ -130,10 +130,13 @@ class PQCodec:
     def products(self, table: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Approximate query-patch products from codes ``uint8 [..., M]``: ``[...]``."""
         # one bag of M look-ups per code: embedding_bag sums them in one pass over int32
-        # indices, 7x faster than a gather of int64 indices and a sum
+        # indices, 7x faster than a gather of int64 indices and a sum; the indices are built
+        # in a reused buffer (a fresh 3.8 MB one for K = 50 page-faults: 1.3 against 1.4-3.4 ms)
         offsets = torch.arange(self.m, device=codes.device, dtype=torch.int32) * (1 << BITS)
-        index = (codes.to(torch.int32) + offsets).reshape(-1, self.m)
-        sums = torch.nn.functional.embedding_bag(index, table[:, None], mode="sum")
+        index = scratch("pq-index", codes.shape, codes.device, torch.int32)
+        index.copy_(codes).add_(offsets)
+        sums = torch.nn.functional.embedding_bag(index.view(-1, self.m), table[:, None],
+                                                 mode="sum")
         return sums.view(codes.shape[:-1])
 
     # ------------------------------------------------------------------ files

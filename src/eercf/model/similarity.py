@@ -22,17 +22,18 @@ LEVELS = ("video", "frame_weak", "frame_strong", "patch_weak", "patch_strong")
 _workspace = threading.local()
 
 
-def _scratch(name: str, shape: Sequence[int], device: torch.device) -> torch.Tensor:
-    """This thread's fp32 buffer ``name``, reused from call to call. Stage 2 needs a few MB of
+def scratch(name: str, shape: Sequence[int], device: torch.device,
+            dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """This thread's buffer ``name``, reused from call to call. Stage 2 needs a few MB of
     scratch per query, and a fresh allocation that size page-faults: on a CPU that costs
     more than the arithmetic done in it."""
     buffers = _workspace.__dict__.setdefault("buffers", {})
     numel = math.prod(shape)
     # a buffer made under inference mode cannot be written outside it, and vice versa
-    key = (name, torch.is_inference_mode_enabled())
+    key = (name, dtype, torch.is_inference_mode_enabled())
     held = buffers.get(key)
     if held is None or held.numel() < numel or held.device != device:
-        held = buffers[key] = torch.empty(numel, device=device)
+        held = buffers[key] = torch.empty(numel, device=device, dtype=dtype)
     return held[:numel].view(*shape)
 
 
@@ -101,7 +102,7 @@ def candidate_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tens
         out["video"] = scale * (video.float() * query[:, None, :]).sum(-1)
 
     def widened(features: torch.Tensor) -> torch.Tensor:  # an fp32 copy to work in
-        return _scratch("frames", features.shape, text.device).copy_(features)
+        return scratch("frames", features.shape, text.device).copy_(features)
 
     if not patches_only:
         a = widened(frames).mul_(text[:, None, None, :]).sum(-1)
@@ -139,11 +140,11 @@ def _patch_products(patches: torch.Tensor, vectors: torch.Tensor,
     scratch (1.2 MB at ViT-B/32 shapes) that the matrix-vector product then reads from cache,
     where converting all K candidates at once would send 60 MB through memory."""
     n_queries, k, n, dim = patches.shape
-    scratch = _scratch("patches", (n, dim), vectors.device)
+    widened = scratch("patches", (n, dim), vectors.device)
     out = torch.empty(n_queries, k, dim if transposed else n, device=vectors.device)
     for q in range(n_queries):
         for c in range(k):
-            x = scratch.copy_(patches[q, c])
+            x = widened.copy_(patches[q, c])
             torch.mv(x.T if transposed else x, vectors[q, c], out=out[q, c])
     return out
 
