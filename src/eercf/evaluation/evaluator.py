@@ -71,22 +71,21 @@ def two_stage_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures"
 
 def _coded_rerank(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures",
                   candidates: torch.Tensor, weights: dict, codec: "PQCodec") -> torch.Tensor:
-    """Stage 2 through a pq codec, one query at a time: the codes select, the in-memory
-    patches stand in for the index's cold tier (the same values it stores)."""
+    """Stage 2 through a pq codec, one query at a time: the codes rank, the in-memory patches
+    stand in for the index's cold tier (the same values it stores)."""
     from dataclasses import replace
 
     from ..index import codecs
 
     n, frames, patches, dim = videos.patches.shape
-    flat = videos.patches.reshape(n, frames * patches, dim)
-    codes = torch.from_numpy(codec.encode(flat.reshape(-1, dim).cpu().numpy())).view(
-        n, frames * patches, -1).to(flat.device)
+    codes = torch.from_numpy(codec.encode(videos.patches.reshape(-1, dim).cpu().numpy())).view(
+        n, frames * patches, -1).to(videos.patches.device)
     hot = replace(videos, patches=videos.patches[:, :, :0])
     fused = torch.empty(candidates.shape, device=text.device)
     for q, rows in enumerate(candidates):
         fused[q] = codecs.rerank(model, text[q:q + 1], hot.index(rows), codes[rows], weights,
-                                 codec, lambda positions, index, rows=rows:
-                                 flat[rows[positions][:, None], index], with_weights=False)[0][0]
+                                 codec, lambda at, rows=rows: videos.patches[rows[at]],
+                                 with_weights=False)[0][0]
     return fused
 
 

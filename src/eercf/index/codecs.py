@@ -6,25 +6,25 @@ them into two tiers (docs/search.md):
 
 - *hot*, read for every candidate: a product-quantisation code per patch (``M = D / 16``
   sub-vectors of 8 bits: 32 bytes a patch at 512-d, 18.8 KB a video), beside the frame levels.
-- *cold*, read only where the codes point: the exact fp16 patches, in a Lance blob column of
-  the same row (so they commit, delete and compact with it), read by byte range.
+- *cold*, read only for the few candidates the codes rank best: the exact fp16 patches, in a
+  Lance blob column of the same row (so they commit, delete and compact with it).
 
-Stage 2 builds one look-up table per query, scores every candidate patch from its code, picks
-each candidate's ``frames_read`` frames holding its best patches and scores the candidates with
-those frames' patches decoded from their codes; the few best candidates are then scored again
-with those frames' patches read exactly (one contiguous byte range a frame). The patch
-gate's temperature (0.01) makes ``patch_weak`` a near-max, and the gap between a video's two
-best patches (about 0.009 in cosine) is smaller than any 64 KB code's error (0.02-0.04): as the
-final score a code is not safe, as a selector it is (the exact best patch lies in one of the
-few frames the codes point to). The unselected patches keep their code's product in the gate's softmax (capped
-at the lowest selected exact product), where they weigh little; the strong patch feature is
-pooled from the selected, exact patches.
+Stage 2 builds one look-up table per query, scores every candidate patch from its code and
+ranks the K candidates by those scores (the *rough pass*); the ``EXACT_CANDIDATES`` best are then
+read whole from the cold tier (one contiguous byte range a candidate) and scored again exactly,
+by the arithmetic the ``exact`` codec runs, so their scores, *when* and *where* are the exact
+codec's bit for bit. The candidates the codes ranked lower keep their code's score, capped
+below the lowest exact one: a code's error never lifts one of them over an exactly scored
+candidate. The patch gate's temperature (0.01) makes ``patch_weak`` a near-max, and the gap
+between a video's two best patches (about 0.009 in cosine) is smaller than any 64 KB code's
+error (0.02-0.04): as the final score a code is not safe, as a ranker of the candidates worth
+reading it is.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -41,8 +41,8 @@ CODECS = ("exact", "pq")
 DEFAULT_CODEC = "pq"
 BITS = 8                      # 256 centroids per sub-quantiser: a code is one byte
 SUBVECTOR = 16                # dimensions per sub-quantiser
-FRAMES_READ = 4               # frames per candidate the codes select for exact re-scoring
-EXACT_CANDIDATES = 10         # candidates (best by code) whose selected patches are read exactly
+FRAMES_READ = 4               # frames a candidate the rough pass decodes (strong patch level)
+EXACT_CANDIDATES = 10         # candidates (best by code) read whole and scored exactly
 MIN_TRAIN_VECTORS = 16 * 256  # fewer: k-means of 256 centroids is not worth trusting
 TRAIN_SAMPLE = 256 * 256      # patch vectors a codebook trains on (FAISS's 256 per centroid)
 SEED = 1234
@@ -185,36 +185,24 @@ def training_sample(patches: np.ndarray, mask: np.ndarray, size: int = TRAIN_SAM
 
 @dataclass
 class SelectedPatches:
-    """One query's view of its K candidates' patches under ``pq``: the approximate products of
-    all ``F * P`` patches (``approx [1, K, F*P]``, from codes), the positions of the selected
-    ones (``index [1, K, R]``) and their exact vectors (``exact [1, K, R, D]``, fp16); in the
-    rough pass ``exact`` is None and ``decoded()`` gives the vectors the codes stand for, made
-    only if the strong patch level needs them."""
+    """One query's view of its K candidates' patches in the rough pass: the approximate
+    products of all ``F * P`` patches (``approx [1, K, F*P]``, from codes) and, for the strong
+    patch level, the positions of each candidate's best frames' patches (``index [1, K, R]``),
+    whose vectors ``decoded()`` gives from their codes (made only if that level is fused)."""
 
     approx: torch.Tensor
     index: torch.Tensor
-    exact: torch.Tensor | None
     per_frame: int
-    decoded: Callable[[], torch.Tensor] | None = None
+    decoded: Callable[[], torch.Tensor]
 
     def products(self, text: torch.Tensor) -> torch.Tensor:
-        """Products with ``text [1, D]``: exact where selected; elsewhere the code's estimate,
-        capped at the candidate's lowest selected product (the codes ranked them lower, so
-        an estimate's error never makes one of them the best patch, the reported *where*).
-        The rough pass uses the codes' estimates throughout."""
-        if self.exact is None:
-            return self.approx
-        exact = torch.stack([self.exact[0, c].float() @ text[0]
-                             for c in range(self.exact.shape[1])])[None]
-        floor = exact.min(dim=2, keepdim=True).values
-        return torch.minimum(self.approx, floor).scatter(2, self.index, exact)
+        return self.approx
 
     def pooled_sum(self, gate: torch.Tensor) -> torch.Tensor:
         """``sum_n gate_n p_n`` over the selected patches: ``[1, K, D]``."""
-        vectors = self.exact if self.exact is not None else self.decoded()
+        vectors = self.decoded()
         weights = gate.gather(2, self.index)
-        return torch.stack([weights[0, c] @ vectors[0, c].float()
-                            for c in range(vectors.shape[1])])[None]
+        return torch.stack([weights[0, c] @ vectors[0, c] for c in range(vectors.shape[1])])[None]
 
 
 def select(codec: PQCodec, text: torch.Tensor, codes: torch.Tensor,
@@ -222,10 +210,8 @@ def select(codec: PQCodec, text: torch.Tensor, codes: torch.Tensor,
     """For one query ``text [D]`` and its candidates' codes ``uint8 [K, F*P, M]`` (real frames
     in ``mask [K, F]``): the approximate products ``[K, F*P]`` and, per candidate, the
     positions (ascending) of every patch of the ``codec.frames_read`` frames whose best patch
-    scores highest by code: ``[K, G*P]``. Whole frames, because a frame's patches are one
-    contiguous range of the cold tier (a read costs per range far more than per byte), and
-    the best patch's near-equals (the same background, the same object a cell over) mostly
-    share its frame."""
+    scores highest by code: ``[K, G*P]``, the patches the rough pass decodes for the strong
+    patch level (whole frames: the best patch's near-equals mostly share its frame)."""
     approx = codec.products(codec.table(text), codes)
     k, frames = mask.shape
     per_frame = approx.shape[1] // frames
@@ -238,62 +224,60 @@ def select(codec: PQCodec, text: torch.Tensor, codes: torch.Tensor,
 
 @dataclass
 class RoughPass:
-    """Stage 2 of one query under pq before any exact read: scores from decoded codes, and
-    which candidates (``top``, positions) need which patches (``index[top]``) read exactly."""
+    """Stage 2 of one query under pq before any exact read: scores from codes, and which
+    candidates (``top``, positions, ascending) are read whole and scored exactly."""
 
     fused: torch.Tensor
     scores: dict[str, torch.Tensor]
-    approx: torch.Tensor
-    index: torch.Tensor
     top: torch.Tensor
-    per_frame: int
 
 
 def rough(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures", codes: torch.Tensor,
           fusion: dict[str, float], codec: PQCodec, with_weights: bool = True) -> RoughPass:
     """Score query ``text [1, D]`` against its K ``candidates`` (hot tier: frame levels, and
-    ``codes [K, F*P, M]``) with the patches of each candidate's best frames by code decoded
-    from their codes, and pick the ``EXACT_CANDIDATES`` best candidates for the exact pass."""
+    ``codes [K, F*P, M]``) with every patch product from its code, and pick the
+    ``EXACT_CANDIDATES`` best candidates for the exact pass."""
     k, frames = candidates.mask.shape
-    per_frame = codes.shape[1] // frames
     approx, index = select(codec, text[0], codes, candidates.mask)
-    view = SelectedPatches(approx[None], index[None], None, per_frame, lambda: codec.decode(
-        codes.gather(1, index[..., None].expand(-1, -1, codes.shape[2])))[None])
+    decoded = lambda: codec.decode(  # noqa: E731
+        codes.gather(1, index[..., None].expand(-1, -1, codes.shape[2])))[None]
+    view = SelectedPatches(approx[None], index[None], codes.shape[1] // frames, decoded)
     fused, scores = model.rerank(text, candidates, k, fusion, with_weights, selected=[view])
     top = torch.topk(fused[0], min(EXACT_CANDIDATES, k)).indices.sort().values
-    return RoughPass(fused, scores, approx, index, top, per_frame)
+    return RoughPass(fused, scores, top)
 
 
 def sharpen(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures", first: RoughPass,
             exact: torch.Tensor, fusion: dict[str, float], with_weights: bool = True
             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Score the rough pass's ``top`` candidates again with their selected patches ``exact
-    [n, R, D]``; returns the fused score ``[1, K]`` and the level scores, as
-    ``model.rerank`` does."""
+    """Score the rough pass's ``top`` candidates again with their whole patches ``exact [n, F,
+    P, D]``, as the ``exact`` codec scores them; returns the fused score ``[1, K]`` and the
+    level scores, as ``model.rerank`` does. The others' scores stay the codes', capped just
+    below the lowest exact fused score."""
     top = first.top
-    view = SelectedPatches(first.approx[top][None], first.index[top][None], exact[None],
-                           first.per_frame)
     # only the patch levels change: the others, scored per candidate alike in any company,
     # are the rough pass's already
-    _, scores = model.rerank(text, candidates.index(top), len(top), fusion, with_weights,
-                             selected=[view], patches_only=True)
+    _, scores = model.rerank(text, replace(candidates.index(top), patches=exact), len(top),
+                             fusion, with_weights, patches_only=True)
     for key, value in scores.items():
         first.scores[key][0, top] = value[0]
-    first.fused[0, top] = fuse(first.scores, fusion)[0, top]
+    exact_fused = fuse(first.scores, fusion)[0, top]
+    floor = torch.nextafter(exact_fused.min(), torch.tensor(float("-inf")))
+    first.fused[0].clamp_(max=floor)
+    first.fused[0, top] = exact_fused
     return first.fused, first.scores
 
 
 def rerank(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures",
            codes: torch.Tensor, fusion: dict[str, float], codec: PQCodec,
-           read: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+           read: Callable[[torch.Tensor], torch.Tensor],
            with_weights: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stage 2 under pq for one query, as ``model.rerank`` returns it: :func:`rough`, then
-    ``read(positions, index)`` the selected patches ``[n, R, D]`` of the best candidates
-    exactly, then :func:`sharpen` (search reads the store's cold tier, ``eercf eval`` memory:
-    the same arithmetic, so both rank alike; a batch of searches reads once for all)."""
+    ``read(positions)`` the whole patches ``[n, F, P, D]`` of the best candidates, then
+    :func:`sharpen` (search reads the store's cold tier, ``eercf eval`` memory: the same
+    arithmetic, so both rank alike; a batch of searches reads once for all)."""
     first = rough(model, text, candidates, codes, fusion, codec, with_weights)
-    exact = read(first.top, first.index[first.top])
-    return sharpen(model, text, candidates, first, exact, fusion, with_weights)
+    return sharpen(model, text, candidates, first, read(first.top), fusion, with_weights)
 
 
 def sample_rows(videos: int, patches_per_video: int, size: int = TRAIN_SAMPLE,

@@ -227,15 +227,17 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
                          for j in np.lexsort((ranks, -fused_np))[:k]]  # ties by stage 1
 
     def read_exact() -> None:
-        """One cold-tier read for every pending query's selected patches, then their exact
-        pass (a batch of searches shares the read)."""
+        """One cold-tier read of every pending query's best candidates, whole (one byte range
+        a candidate), then their exact pass (a batch of searches shares the read)."""
         if not pending:
             return
         started_cold = time.perf_counter()
         offsets = np.concatenate([found[first.top.numpy()] for _, found, _, _, first in pending])
-        index = torch.cat([first.index[first.top] for *_, first in pending])
+        frames = pending[0][3].mask.shape[1]
+        index = torch.arange(frames * patches).expand(len(offsets), -1)  # every patch
         exact = (hot.read_cold(dataset, offsets, index, model.device) if hot is not None
                  else store.read_patches(dataset, offsets, index, model.device))
+        exact = exact.view(len(offsets), frames, patches, -1)
         reads["cold"] += time.perf_counter() - started_cold
         start = 0
         for row, found, ranks, cand, first in pending:
@@ -281,6 +283,8 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
             else:
                 first = codecs.rough(model, text[row:row + 1], cand, codes, fusion, codec)
                 pending.append((row, found, ranks, cand, first))
+        if len(pending) >= SHARED_QUERIES:  # a read holds 6 MB a query at ViT-B/32
+            read_exact()
     read_exact()
 
     past_k = labels[:, n_cand:k]

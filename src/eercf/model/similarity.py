@@ -116,7 +116,7 @@ def candidate_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tens
         flat_patches = patches.reshape(n_queries, k, n_frames * n_patches, dim)
         b = _patch_products(flat_patches, text[:, None, :].expand(n_queries, k, dim))
         pool = lambda w: _patch_products(flat_patches, w, transposed=True)  # noqa: E731
-    else:  # a compact codec's view (index.codecs.SelectedPatches): codes picked the few
+    else:  # a compact codec's view (index.codecs.SelectedPatches): products from codes
         n_patches = patches.per_frame
         b, pool = patches.products(text), patches.pooled_sum
     patch_mask = mask.repeat_interleave(n_patches, dim=2)
