@@ -2,7 +2,8 @@
 test split: the test videos are indexed twice through a real `VideoIndex` (the `exact` codec
 and `pq`, its codebook trained on them as `eercf index` trains it), every test caption is
 searched in both, and the script reports t2v R@1 of each, and for the hits both return in their
-top 10, how often the reported *where* (best frame and patch cell) and *when* (the moment) agree,
+top 10, how often the reported *where* (best frame and patch cell) and *when* (the moment) agree
+and the scores are identical, how often the whole top-10 list is,
 and how often pq's *where* is a co-best patch: its exact product within 0.005 of the best one's
 (at the patch gate's temperature of 0.01 the two then weigh within a factor 1.65; trained
 features hold many near-identical patches, background ones above all, among which "the" best
@@ -68,13 +69,16 @@ def main() -> None:
     per_frame, side = patches.shape[2], int(patches.shape[2] ** 0.5)
     flat = patches.reshape(n, -1, patches.shape[-1]).float()
     position = {v: i for i, v in enumerate(encoded.video_ids)}
-    where, when, near = [], [], []
+    where, when, near, same_score = [], [], [], []
+    same_list = [[h.video_id for h in e.hits] == [h.video_id for h in c.hits]
+                 for e, c in zip(hits["exact"], hits["pq"])]
     for q, (exact, coded) in enumerate(zip(hits["exact"], hits["pq"])):
         by_id = {h.video_id: h for h in coded.hits}
         for h in exact.hits:
             other = by_id.get(h.video_id)
             if other is None or h.where is None or other.where is None:
                 continue
+            same_score.append(h.score == other.score)
             where.append((h.where.frame, h.where.row, h.where.col)
                          == (other.where.frame, other.where.row, other.where.col))
             when.append((h.moment.start, h.moment.end) == (other.moment.start, other.moment.end))
@@ -86,7 +90,9 @@ def main() -> None:
            "t2v_R1": {c: round(v, 1) for c, v in r1.items()},
            "where_agrees": round(100 * float(np.mean(where)), 1),
            "where_co_best": round(100 * float(np.mean(near)), 1),
-           "when_agrees": round(100 * float(np.mean(when)), 1), "pairs": len(where)}
+           "when_agrees": round(100 * float(np.mean(when)), 1), "pairs": len(where),
+           "score_identical": round(100 * float(np.mean(same_score)), 1),
+           "top10_identical": round(100 * float(np.mean(same_list)), 1)}
     print(json.dumps(row))
     path = RESULTS / "codec_accuracy.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []

@@ -5,6 +5,7 @@ time and in batches. Prints per-query medians and their ratios, and checks both 
 same hits.
 
     python benchmarks/stage2_before_after.py --before d18a764 --videos 1500
+    python benchmarks/stage2_before_after.py --before ef6c91b --index DIR --hot-in-memory
 """
 from __future__ import annotations
 
@@ -56,6 +57,11 @@ def main() -> int:
     parser.add_argument("--topk", type=int, default=50)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--workdir", type=Path, default=None, help="where the index is built")
+    parser.add_argument("--index", type=Path, default=None,
+                        help="search this existing index (of random ViT-B/32-shaped videos, as "
+                             "benchmarks/retrieval.py builds) instead of building one")
+    parser.add_argument("--hot-in-memory", action="store_true",
+                        help="hold a pq index's hot tier in memory (as eercf serve does)")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args()
 
@@ -65,16 +71,20 @@ def main() -> int:
     try:
         name = package_at(args.before, workdir / "code")
         old_config, old_model_module, old_index = (importlib.import_module(f"{name}.{module}")
-                                                   for module in ("config", "model", "index"))
+                                                   for module in ("model.config", "model", "index"))
         generator = torch.Generator().manual_seed(0)
         torch.manual_seed(0)
         model = EERCF(get_model_config("ViT-B-32")).eval()
         old_model = old_model_module.EERCF(old_config.get_model_config("ViT-B-32")).eval()
         old_model.load_state_dict(model.state_dict())
-        index = VideoIndex.create(workdir / "index", model)
-        grow(index, args.videos, generator)
-        engines = {"before": (old_index.VideoIndex.open(workdir / "index"), old_model),
-                   "after": (VideoIndex.open(workdir / "index"), model)}
+        folder = args.index
+        if folder is None:
+            folder = workdir / "index"
+            grow(VideoIndex.create(folder, model), args.videos, generator)
+        engines = {"before": (old_index.VideoIndex.open(folder), old_model),
+                   "after": (VideoIndex.open(folder), model)}
+        for engine, _ in engines.values():
+            engine.hot_in_memory = args.hot_in_memory
         text = F.normalize(torch.randn(args.queries + args.batch, DIM, generator=generator), dim=-1)
         for engine, m in engines.values():  # open files, fill caches
             engine.search_encoded(text[:1], k=args.k, topk=args.topk, model=m)
@@ -98,9 +108,10 @@ def main() -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
+    videos = len(engines["after"][0])
     report = {"command": " ".join(["python", "benchmarks/stage2_before_after.py"] + sys.argv[1:]),
-              "videos": args.videos, "same_hits": same_hits, "ms_per_query": {}}
-    print(f"{args.videos} videos, K = {args.topk}; same hits before and after: {same_hits}")
+              "videos": videos, "same_hits": same_hits, "ms_per_query": {}}
+    print(f"{videos} videos, K = {args.topk}; same hits before and after: {same_hits}")
     for mode in ("single", "batched"):
         print(f"{mode}: median ms per query ({len(runs['after'][mode])} runs)")
         figures = report["ms_per_query"][mode] = {}
