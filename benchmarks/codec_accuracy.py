@@ -92,7 +92,8 @@ def main() -> None:
            "where_co_best": round(100 * float(np.mean(near)), 1),
            "when_agrees": round(100 * float(np.mean(when)), 1), "pairs": len(where),
            "score_identical": round(100 * float(np.mean(same_score)), 1),
-           "top10_identical": round(100 * float(np.mean(same_list)), 1)}
+           "top10_identical": round(100 * float(np.mean(same_list)), 1),
+           "exact_pass": "whole rows"}
     print(json.dumps(row))
     path = RESULTS / "codec_accuracy.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
