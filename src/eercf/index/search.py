@@ -34,8 +34,8 @@ WEIGHT_FLOOR = 1e-6        # gate weights below this fraction of the best count 
 BRIDGE_FRAMES = 2          # a moment goes on over this many frames that do not show the text
 #                            (a flash, a cut-away) when frames after them do
 SHARED_QUERIES = 32        # a batch's queries whose candidates' hot tier is read in one take
-EXACT_READ_QUERIES = 4     # ... whose best candidates are read whole in one (6 MB a query:
-#                            5.5 ms a query at 10k in batches of 100, 6.5 with 32, 16.5 with 100)
+EXACT_READ_QUERIES = 4     # ... whose best candidates are read whole in one (6 MB a query;
+#                            benchmarks/exact_read_queries.py: larger shared reads are slower)
 
 
 @dataclass
