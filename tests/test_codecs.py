@@ -108,6 +108,25 @@ def test_pq_keeps_the_exact_ranking_and_where(coded, model, tmp_path):
     assert np.mean([t == [h.video_id for h in w.hits[:5]] for t, w in zip(top, want)]) >= 0.8
 
 
+def test_codes_are_the_nearest_centroids_as_faiss_finds_them():
+    """The batched encoder gives FAISS's codes: each sub-vector's nearest centroid, on
+    collection-like and on random vectors, across chunk boundaries."""
+    import faiss
+
+    features = clustered_features(40, 4)
+    codec = codecs.PQCodec.train(codecs.training_sample(features.patches.numpy(),
+                                                        features.mask.numpy()))
+    pq = faiss.ProductQuantizer(codec.dim, codec.m, codecs.BITS)
+    faiss.copy_array_to_vector(codec.centroids.reshape(-1), pq.centroids)
+    rng = np.random.default_rng(3)
+    for vectors in (features.patches.reshape(-1, DIM).numpy()[:1000],
+                    rng.standard_normal((codecs.ENCODE_CHUNK * 3 + 7, DIM)).astype(np.float32)):
+        got = codec.encode(vectors)
+        assert got.dtype == np.uint8 and got.shape == (len(vectors), codec.m)
+        assert (got == pq.compute_codes(np.ascontiguousarray(vectors))).mean() > 0.9999
+    assert codec.encode(np.zeros((0, DIM), dtype=np.float32)).shape == (0, codec.m)
+
+
 def test_codes_point_to_the_frame_of_a_standout_patch():
     """Each video shows the query's subject in one patch of one frame (the video's best patch
     by a margin beyond a code's error): the frames the codes select hold it."""
