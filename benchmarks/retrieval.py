@@ -6,7 +6,8 @@ For each collection size N and each codec (``exact``: fp16 patches read whole; `
 read for every candidate, exact patches read only where the codes point) the features go
 through a real ``eercf.VideoIndex`` (Lance store + FAISS; a pq index is built as a user's grows:
 the first videos exact, the codebook trained on them, the rest encoded with it), and:
-- stage 1 alone: ``q = t W_g`` and the FAISS inner-product search (top k);
+- stage 1 alone: ``q = t W_g`` and the FAISS inner-product search (top k; exact ``Flat``
+  unless ``--index-factory`` names another, e.g. ``IVF256,Flat`` with ``--search-params nprobe=16``);
 - two-stage: ``VideoIndex.search_encoded`` (stage 1 top K, then stage 2 through the codec),
   with the search's own breakdown (stage-2 reads of the hot and the cold tier);
 - all-pairs: the fused score of every video, streaming the whole exact store through
@@ -162,6 +163,9 @@ def main() -> int:
     parser.add_argument("--build-threads", type=int, default=os.cpu_count(),
                         help="threads the indexes are built on")
     parser.add_argument("--workdir", type=Path, default=None, help="where the index is built")
+    parser.add_argument("--index-factory", default=ann.EXACT,
+                        help="stage 1's FAISS factory string (e.g. IVF256,Flat)")
+    parser.add_argument("--search-params", default="", help="its search parameters (nprobe=16)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "retrieval.json")
     parser.add_argument("--plot", type=Path, default=HERE / "results" / "retrieval.png")
     parser.add_argument("--table", action="store_true", help="print --out as Markdown and stop")
@@ -181,7 +185,8 @@ def main() -> int:
     try:
         stores = sorted({codec.split("+")[0] for codec in args.codecs})
         for name in stores:  # pq+ram: the pq index again, its hot tier held in memory
-            index = VideoIndex.create(workdir / name, model, codec=name)
+            index = VideoIndex.create(workdir / name, model, index_factory=args.index_factory,
+                                      search_params=args.search_params, codec=name)
             for n in sorted(args.sizes):
                 build = grow(index, n, generator, threads=args.build_threads)
                 snap = index.snapshot()
@@ -217,6 +222,7 @@ def main() -> int:
         "command": " ".join(["python", "benchmarks/retrieval.py"] + sys.argv[1:]),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                     "torch": torch.__version__, "faiss": faiss.__version__},
+        "stage1": {"factory": args.index_factory, "search_params": args.search_params},
         "shape": {"dim": DIM, "frames": FRAMES, "patches": PATCHES, "topk": args.topk, "k": args.k,
                   "batch": args.batch},
         "feature_bytes_per_video": {codec: store.bytes_per_video(
