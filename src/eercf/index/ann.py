@@ -27,6 +27,7 @@ STAMP = "stage1.json"
 EXACT = "Flat"
 MATMUL_QUERIES = 8  # an exact index answers this many queries at once by one matrix product
 MATMUL_FLOATS = 1 << 26  # ... in chunks of queries whose products hold at most this many floats
+MIN_TRAIN_PER_LIST = 39  # videos per IVF list before the lists are trained (FAISS's k-means minimum)
 
 
 @dataclass
@@ -118,11 +119,19 @@ def build(vectors: np.ndarray, factory: str, params: str, version: int) -> Stage
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     built = factory
     if not index.is_trained:
-        try:
-            index.train(vectors)
-        except RuntimeError as err:
+        ivf = faiss.try_extract_index_ivf(index)
+        # an IVF's lists are trained once and then only extended, so they wait for a sample
+        # that can place them (FAISS's k-means warns below 39 points a centroid)
+        needed = MIN_TRAIN_PER_LIST * ivf.nlist if ivf is not None else 0
+        reason = f"needs {needed}" if len(vectors) < needed else None
+        if reason is None:
+            try:
+                index.train(vectors)
+            except RuntimeError as err:
+                reason = _reason(err)
+        if reason is not None:
             log.info("%d videos are too few to train FAISS %r (%s): using exact search for now",
-                     len(vectors), factory, _reason(err))
+                     len(vectors), factory, reason)
             index, built = faiss.index_factory(dim, EXACT, faiss.METRIC_INNER_PRODUCT), EXACT
     index.add(vectors)
     if built == factory:
