@@ -9,7 +9,8 @@ and how often pq's *where* is a co-best patch: its exact product within 0.005 of
 features hold many near-identical patches, background ones above all, among which "the" best
 cell is a tie that no code can break the same way).
 
-    python benchmarks/codec_accuracy.py --checkpoint RUN --data D [--subvector 16] [--frames-read 4] [--name N]
+    python benchmarks/codec_accuracy.py --checkpoint RUN --data D [--subvector 16] [--frames-read 4]
+        [--exact-candidates 10] [--name N]
 
 Results: benchmarks/results/codec_accuracy.json (one row per checkpoint and setting, replaced
 on a rerun).
@@ -34,6 +35,8 @@ def main() -> None:
     parser.add_argument("--subvector", type=int, default=None, help="pq dimensions per code byte")
     parser.add_argument("--frames-read", type=int, default=None,
                         help="frames per candidate whose patches are read exactly")
+    parser.add_argument("--exact-candidates", type=int, default=None,
+                        help="candidates a query's exact pass reads whole (codecs.EXACT_CANDIDATES)")
     parser.add_argument("--name", default=None, help="a label for the row (default: the data folder)")
     args = parser.parse_args()
 
@@ -46,6 +49,8 @@ def main() -> None:
         codecs.SUBVECTOR = args.subvector
     if args.frames_read:
         codecs.FRAMES_READ = args.frames_read
+    if args.exact_candidates:
+        codecs.EXACT_CANDIDATES = args.exact_candidates
     model = eercf.load_model(args.checkpoint)
     encoded = encode_records(model, load_dataset("msrvtt", args.data, "test"), progress=False)
     n = len(encoded.video_ids)
@@ -87,6 +92,7 @@ def main() -> None:
             near.append(bool(products.max() - products[cell] <= 0.005))
     row = {"name": args.name or args.data.name, "checkpoint": str(args.checkpoint),
            "subvector": codecs.SUBVECTOR, "frames_read": codecs.FRAMES_READ,
+           "exact_candidates": codecs.EXACT_CANDIDATES,
            "t2v_R1": {c: round(v, 1) for c, v in r1.items()},
            "where_agrees": round(100 * float(np.mean(where)), 1),
            "where_co_best": round(100 * float(np.mean(near)), 1),
@@ -97,8 +103,9 @@ def main() -> None:
     print(json.dumps(row))
     path = RESULTS / "codec_accuracy.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
-    key = (row["name"], row["subvector"], row["frames_read"])
-    rows = [r for r in rows if (r["name"], r["subvector"], r.get("frames_read")) != key] + [row]
+    def key(r: dict) -> tuple:
+        return r["name"], r["subvector"], r.get("frames_read"), r.get("exact_candidates", 10)
+    rows = [r for r in rows if key(r) != key(row)] + [row]
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
 
