@@ -34,7 +34,7 @@ WEIGHT_FLOOR = 1e-6        # gate weights below this fraction of the best count 
 BRIDGE_FRAMES = 2          # a moment goes on over this many frames that do not show the text
 #                            (a flash, a cut-away) when frames after them do
 SHARED_QUERIES = 32        # a batch's queries whose candidates' hot tier is read in one take
-EXACT_READ_QUERIES = 4     # ... whose best candidates are read whole in one (6 MB a query;
+EXACT_READ_QUERIES = 4     # ... whose best candidates are read whole in one (9 MB a query;
 #                            benchmarks/exact_read_queries.py: larger shared reads are slower)
 
 
