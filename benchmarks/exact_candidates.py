@@ -1,7 +1,8 @@
 """Latency of the exact pass's width: ``codecs.EXACT_CANDIDATES`` (candidates read whole and
 scored exactly) swept on one pq index, its hot tier in memory, one thread, interleaved in one
 process; single queries and batches of 100, median ms a query. Builds a 10k-video pq index of
-random ViT-B/32-shaped features at ``--index`` if none is there. (Accuracy of the same sweep:
+random ViT-B/32-shaped features at ``--index`` if none is there (on every core, as
+``retrieval.py`` builds; searches on one thread). (Accuracy of the same sweep:
 ``benchmarks/codec_accuracy.py --exact-candidates N``.)
 
     python benchmarks/exact_candidates.py --index /tmp/pq10k --values 10 15 20
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -39,11 +41,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     model = EERCF(get_model_config("ViT-B-32")).eval()
+    build_seconds = None
     try:
         index = VideoIndex.open(args.index)
     except EercfError:
         index = VideoIndex.create(args.index, model, codec="pq")
-        print(f"built in {grow(index, args.videos, torch.Generator().manual_seed(0)):.0f} s")
+        build_seconds = grow(index, args.videos, torch.Generator().manual_seed(0),
+                             threads=os.cpu_count())  # as retrieval.py builds
+        print(f"built in {build_seconds:.0f} s")
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     index.hot_in_memory = True
@@ -61,7 +66,7 @@ def main() -> None:
             index.search_encoded(text, k=10, topk=50, model=model)
             times[e]["batched"].append((time.perf_counter() - started) / len(text))
     report = {"command": "python benchmarks/exact_candidates.py " + " ".join(sys.argv[1:]),
-              "videos": len(index), "ms_per_query": {
+              "videos": len(index), "build_seconds": build_seconds, "ms_per_query": {
                   str(e): {m: round(1e3 * statistics.median(v), 2) for m, v in d.items()}
                   for e, d in times.items()}}
     print(json.dumps(report["ms_per_query"]))

@@ -97,6 +97,7 @@ def test_pq_keeps_the_exact_ranking_and_where(coded, model, tmp_path):
     want = exact.search_encoded(text, k=20, topk=20, model=model)
     assert np.mean([g.hits[0].video_id == w.hits[0].video_id for g, w in zip(got, want)]) >= 0.9
     for g, w in zip(got, want):
+        assert len(g.hits) > codecs.EXACT_CANDIDATES  # some hits are scored from codes
         truth = {h.video_id: h for h in w.hits}  # every candidate, scored exactly
         sharp = g.hits[:codecs.EXACT_CANDIDATES]
         for hit in sharp:

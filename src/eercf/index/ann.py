@@ -123,8 +123,10 @@ def build(vectors: np.ndarray, factory: str, params: str, version: int) -> Stage
         # an IVF's lists are trained once and then only extended, so they wait for a sample
         # that can place them (FAISS's k-means warns below 39 points a centroid)
         needed = MIN_TRAIN_PER_LIST * ivf.nlist if ivf is not None else 0
-        reason = f"needs {needed}" if len(vectors) < needed else None
-        if reason is None:
+        reason = None
+        if len(vectors) < needed:
+            reason = f"{ivf.nlist} lists need {needed}"
+        else:
             try:
                 index.train(vectors)
             except RuntimeError as err:
