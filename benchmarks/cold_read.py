@@ -5,8 +5,8 @@ Each trial reads what one query's exact pass reads at K = 50 (the 10 candidates 
 best, whole: 588 patches of 512-d fp16, 10 ranges of 602 KB), or a batch of ``--batch``
 queries' (1,000 ranges at 100), from fresh random rows, by:
 - ``lance``: ``store.read_patches`` (``read_blob_ranges``);
-- ``mapped``: ``MappedCold.read`` (every range's pages asked for with ``MADV_WILLNEED``, then
-  copied);
+- ``mapped``: ``MappedCold.whole_rows`` (every range's pages asked for with ``MADV_WILLNEED``),
+  then copied into one tensor (stage 2 itself copies each row into its scratch as it scores);
 - ``mapped_serial``: the same slices copied without asking first (each page fault waits for
   its own read from disk).
 
@@ -86,15 +86,18 @@ def main() -> int:
         positions = torch.arange(frames * per_frame)  # whole rows, as the exact pass reads
         saved_willneed = cold.WILLNEED
 
+        def whole(offsets):
+            return torch.stack(mapped.whole_rows(offsets, len(positions)))
+
         def serial(offsets, at):
             cold.WILLNEED = None
             try:
-                return mapped.read(offsets, at)
+                return whole(offsets)
             finally:
                 cold.WILLNEED = saved_willneed
 
         readers = {"lance": lambda o, at: store.read_patches(dataset, o, at),
-                   "mapped": mapped.read, "mapped_serial": serial}
+                   "mapped": lambda o, at: whole(o), "mapped_serial": serial}
         rng = np.random.default_rng(0)
         shapes = {"query": 10, "batch": 10 * args.batch}  # rows read: one query, a batch
         root = Path(dataset.uri)

@@ -14,18 +14,11 @@ from test_codecs import add, clustered_features, coded, queries  # noqa: F401  (
 from test_index import model  # noqa: F401
 
 
-def positions(rows: int, frames: int, per_frame: int, seed: int) -> torch.Tensor:
-    """Per row, a few whole frames and a few lone patches (runs of both kinds), ascending."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(rows):
-        whole = rng.choice(frames, 2, replace=False)
-        lone = rng.choice(frames * per_frame, 5, replace=False)
-        picked = set(lone.tolist()) | {f * per_frame + p for f in whole.tolist()
-                                       for p in range(per_frame)}
-        out.append(sorted(picked))
-    width = min(map(len, out))
-    return torch.tensor([row[:width] for row in out])
+def whole(dataset, offsets: np.ndarray) -> torch.Tensor:
+    """Every patch of the rows at ``offsets``, read through Lance: ``[rows, F*P, D]``."""
+    _, frames, per_frame = store.dims(dataset.schema)
+    return store.read_patches(dataset, offsets,
+                              torch.arange(frames * per_frame).expand(len(offsets), -1))
 
 
 def test_mapped_reads_equal_lance_reads(coded):
@@ -35,10 +28,11 @@ def test_mapped_reads_equal_lance_reads(coded):
     assert mapped is not None and len(mapped) == dataset.count_rows()
     _, frames, per_frame = store.dims(dataset.schema)
     offsets = np.array([0, 3, 34, 35, 59])  # both commits' fragments, first and last rows
-    index_ = positions(len(offsets), frames, per_frame, seed=0)
-    expected = store.read_patches(dataset, offsets, index_)
-    torch.testing.assert_close(mapped.read(offsets, index_), expected, rtol=0, atol=0)
-    assert mapped.read(offsets[:0], index_[:0]).shape == (0, index_.shape[1], mapped.dim)
+    rows = mapped.whole_rows(offsets, frames * per_frame)
+    assert [(row.shape, row.dtype) for row in rows] == [
+        ((frames * per_frame, mapped.dim), torch.float16)] * len(offsets)
+    torch.testing.assert_close(torch.stack(rows), whole(dataset, offsets), rtol=0, atol=0)
+    assert mapped.whole_rows(offsets[:0], frames * per_frame) == []
 
 
 def test_the_held_map_follows_appends(coded, model):
@@ -51,9 +45,8 @@ def test_the_held_map_follows_appends(coded, model):
     assert refreshed.cold is not None and len(refreshed.cold) == dataset.count_rows() == 67
     _, frames, per_frame = store.dims(dataset.schema)
     offsets = np.array([1, 40, 60, 66])
-    index_ = positions(len(offsets), frames, per_frame, seed=1)
-    torch.testing.assert_close(refreshed.read_cold(dataset, offsets, index_),
-                               store.read_patches(dataset, offsets, index_), rtol=0, atol=0)
+    rows = refreshed.read_whole(dataset, offsets, frames * per_frame)
+    torch.testing.assert_close(torch.stack(rows), whole(dataset, offsets), rtol=0, atol=0)
 
 
 def test_an_unknown_layout_reads_through_lance(coded, model, monkeypatch, caplog, tmp_path):

@@ -82,9 +82,10 @@ def _coded_rerank(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures",
         n, frames * patches, -1).to(videos.patches.device)
     hot = replace(videos, patches=videos.patches[:, :, :0])
     fused = torch.empty(candidates.shape, device=text.device)
+    flat = videos.patches.flatten(1, 2)  # each video's patches as its cold tier holds them
     for q, rows in enumerate(candidates):
         fused[q] = codecs.rerank(model, text[q:q + 1], hot.index(rows), codes[rows], weights,
-                                 codec, lambda at, rows=rows: videos.patches[rows[at]],
+                                 codec, lambda at, rows=rows: flat[rows[at]],
                                  with_weights=False)[0][0]
     return fused
 

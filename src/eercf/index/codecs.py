@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import EercfError
-from ..model.similarity import fuse, scratch
+from ..model.similarity import fuse, patch_products, scratch
 
 if TYPE_CHECKING:
     from ..model import EERCF, VideoFeatures
@@ -216,6 +216,23 @@ class SelectedPatches:
         return torch.stack([weights[0, c] @ vectors[0, c] for c in range(vectors.shape[1])])[None]
 
 
+@dataclass
+class WholePatches:
+    """One query's view of the candidates its exact pass reads whole: per candidate its
+    ``F * P`` exact patches ``[F*P, D]`` (fp16), wherever they lie (views of the memory-mapped
+    cold tier, read without a copy, or rows of a tensor), scored by the operations the
+    ``exact`` codec runs on its stored patches, so the same to the bit."""
+
+    rows: Sequence[torch.Tensor]
+    per_frame: int
+
+    def products(self, text: torch.Tensor) -> torch.Tensor:
+        return patch_products([self.rows], text[:, None, :].expand(1, len(self.rows), -1))
+
+    def pooled_sum(self, gate: torch.Tensor) -> torch.Tensor:
+        return patch_products([self.rows], gate, transposed=True)
+
+
 def select(codec: PQCodec, text: torch.Tensor, codes: torch.Tensor,
            mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For one query ``text [D]`` and its candidates' codes ``uint8 [K, F*P, M]`` (real frames
@@ -259,17 +276,18 @@ def rough(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures", codes
 
 
 def sharpen(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures", first: RoughPass,
-            exact: torch.Tensor, fusion: dict[str, float], with_weights: bool = True
+            exact: Sequence[torch.Tensor], fusion: dict[str, float], with_weights: bool = True
             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Score the rough pass's ``top`` candidates again with their whole patches ``exact [n, F,
-    P, D]``, as the ``exact`` codec scores them; returns the fused score ``[1, K]`` and the
-    level scores, as ``model.rerank`` does. The others' scores stay the codes', capped just
-    below the lowest exact fused score."""
+    """Score the rough pass's ``top`` candidates again with their whole patches (``exact``:
+    per candidate ``[F*P, D]``, a list or the rows of a tensor), as the ``exact`` codec scores
+    them; returns the fused score ``[1, K]`` and the level scores, as ``model.rerank`` does.
+    The others' scores stay the codes', capped just below the lowest exact fused score."""
     top = first.top
+    view = WholePatches(exact, exact[0].shape[0] // candidates.mask.shape[1])
     # only the patch levels change: the others, scored per candidate alike in any company,
     # are the rough pass's already
-    _, scores = model.rerank(text, replace(candidates.index(top), patches=exact), len(top),
-                             fusion, with_weights, patches_only=True)
+    _, scores = model.rerank(text, candidates.index(top), len(top), fusion, with_weights,
+                             selected=[view], patches_only=True)
     for key, value in scores.items():
         first.scores[key][0, top] = value[0]
     exact_fused = fuse(first.scores, fusion)[0, top]
@@ -284,7 +302,8 @@ def rerank(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures",
            read: Callable[[torch.Tensor], torch.Tensor],
            with_weights: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stage 2 under pq for one query, as ``model.rerank`` returns it: :func:`rough`, then
-    ``read(positions)`` the whole patches ``[n, F, P, D]`` of the best candidates, then
+    ``read(positions)`` the whole patches of the best candidates (per candidate ``[F*P, D]``),
+    then
     :func:`sharpen` (search reads the store's cold tier, ``eercf eval`` memory: the same
     arithmetic, so both rank alike; a batch of searches reads once for all)."""
     first = rough(model, text, candidates, codes, fusion, codec, with_weights)

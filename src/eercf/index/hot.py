@@ -73,11 +73,13 @@ class HotTier:
         index = torch.from_numpy(at)
         return self.features.index(index), self.codes.index_select(0, index), self.rows.select(at)
 
-    def read_cold(self, dataset: lance.LanceDataset, offsets: np.ndarray, index: torch.Tensor,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
-        """The exact patches :func:`store.read_patches` reads, from the maps when held."""
+    def read_whole(self, dataset: lance.LanceDataset, offsets: np.ndarray, patches: int,
+                   device: torch.device | str = "cpu") -> "list[torch.Tensor] | torch.Tensor":
+        """Every exact patch of the rows at ``offsets`` (``patches`` a row), per row ``[patches,
+        D]``: views of the maps when held, else read through Lance (a tensor of the rows)."""
         if self.cold is not None:
-            return self.cold.read(offsets, index, device)
+            return self.cold.whole_rows(offsets, patches, device)
+        index = torch.arange(patches).expand(len(offsets), -1)
         return read_patches(dataset, offsets, index, device)
 
 

@@ -235,11 +235,12 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
             return
         started_cold = time.perf_counter()
         offsets = np.concatenate([found[first.top.numpy()] for _, found, _, _, first in pending])
-        frames = pending[0][3].mask.shape[1]
-        index = torch.arange(frames * patches).expand(len(offsets), -1)  # every patch
-        exact = (hot.read_cold(dataset, offsets, index, model.device) if hot is not None
-                 else store.read_patches(dataset, offsets, index, model.device))
-        exact = exact.view(len(offsets), frames, patches, -1)
+        per_row = pending[0][3].mask.shape[1] * patches  # every patch of every frame
+        if hot is not None:
+            exact = hot.read_whole(dataset, offsets, per_row, model.device)
+        else:
+            exact = store.read_patches(dataset, offsets, torch.arange(per_row).expand(
+                len(offsets), -1), model.device)
         reads["cold"] += time.perf_counter() - started_cold
         start = 0
         for row, found, ranks, cand, first in pending:

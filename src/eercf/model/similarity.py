@@ -114,9 +114,9 @@ def candidate_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tens
     if isinstance(patches, torch.Tensor):
         n_patches = patches.shape[3]
         flat_patches = patches.reshape(n_queries, k, n_frames * n_patches, dim)
-        b = _patch_products(flat_patches, text[:, None, :].expand(n_queries, k, dim))
-        pool = lambda w: _patch_products(flat_patches, w, transposed=True)  # noqa: E731
-    else:  # a compact codec's view (index.codecs.SelectedPatches): products from codes
+        b = patch_products(flat_patches, text[:, None, :].expand(n_queries, k, dim))
+        pool = lambda w: patch_products(flat_patches, w, transposed=True)  # noqa: E731
+    else:  # a codec's view (index.codecs: SelectedPatches, WholePatches)
         n_patches = patches.per_frame
         b, pool = patches.products(text), patches.pooled_sum
     patch_mask = mask.repeat_interleave(n_patches, dim=2)
@@ -133,18 +133,22 @@ def candidate_scores(text: torch.Tensor, video: torch.Tensor, frames: torch.Tens
     return out
 
 
-def _patch_products(patches: torch.Tensor, vectors: torch.Tensor,
-                    transposed: bool = False) -> torch.Tensor:
-    """``x @ v`` (or ``x.T @ v``) for each candidate's patches ``x = patches[q, c]`` (``[N, D]``,
-    any float dtype) and its vector ``v = vectors[q, c]``. Each ``x`` is widened into one fp32
-    scratch (1.2 MB at ViT-B/32 shapes) that the matrix-vector product then reads from cache,
-    where converting all K candidates at once would send 60 MB through memory."""
-    n_queries, k, n, dim = patches.shape
+def patch_products(patches: torch.Tensor | Sequence[Sequence[torch.Tensor]],
+                   vectors: torch.Tensor, transposed: bool = False) -> torch.Tensor:
+    """``x @ v`` (or ``x.T @ v``) for each candidate's patches ``x = patches[q][c]`` (``[N, D]``,
+    any float dtype: a ``[T, K, N, D]`` tensor, or per query a list of ``[N, D]`` tensors, such
+    as views of a memory-mapped cold tier) and its vector ``v = vectors[q, c]``. Each ``x`` is
+    widened into one fp32 scratch (1.2 MB at ViT-B/32 shapes) that the matrix-vector product
+    then reads from cache, where converting all K candidates at once would send 60 MB through
+    memory. The same operations whatever holds ``x``: the same products to the bit."""
+    n_queries, k = vectors.shape[:2]
+    n, dim = patches[0][0].shape
     widened = scratch("patches", (n, dim), vectors.device)
     out = torch.empty(n_queries, k, dim if transposed else n, device=vectors.device)
     for q in range(n_queries):
+        candidates = patches[q]
         for c in range(k):
-            x = widened.copy_(patches[q, c])
+            x = widened.copy_(candidates[c])
             torch.mv(x.T if transposed else x, vectors[q, c], out=out[q, c])
     return out
 
