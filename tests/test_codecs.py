@@ -93,20 +93,51 @@ def test_pq_keeps_the_exact_ranking_and_where(coded, model, tmp_path):
     exact = VideoIndex.create(tmp_path / "exact", model, codec="exact")
     add(exact, index.ids(), features)
     text = queries(20, seed=3)
-    got = index.search_encoded(text, k=20, topk=20, model=model)
+    read = codecs.EXACT_CANDIDATES
+    got = index.search_encoded(text, k=20, topk=20, model=model, exact_candidates=read)
     want = exact.search_encoded(text, k=20, topk=20, model=model)
     assert np.mean([g.hits[0].video_id == w.hits[0].video_id for g, w in zip(got, want)]) >= 0.9
     for g, w in zip(got, want):
-        assert len(g.hits) > codecs.EXACT_CANDIDATES  # some hits are scored from codes
+        assert len(g.hits) > read  # some hits are scored from codes
         truth = {h.video_id: h for h in w.hits}  # every candidate, scored exactly
-        sharp = g.hits[:codecs.EXACT_CANDIDATES]
+        sharp = g.hits[:read]
         for hit in sharp:
             assert (hit.score, hit.where, hit.moment) == (truth[hit.video_id].score,
                                                           truth[hit.video_id].where,
                                                           truth[hit.video_id].moment)
-        assert all(h.score < sharp[-1].score for h in g.hits[codecs.EXACT_CANDIDATES:])
+        assert all(h.score < sharp[-1].score for h in g.hits[read:])
     top = [[h.video_id for h in r.hits[:5]] for r in got]
     assert np.mean([t == [h.video_id for h in w.hits[:5]] for t, w in zip(top, want)]) >= 0.8
+
+
+def test_every_hit_shown_is_scored_exactly_and_the_width_is_a_choice(coded, model, tmp_path):
+    """By default a search reads whole at least its k hits: asked for more hits than
+    ``EXACT_CANDIDATES``, every one has the exact codec's score, *when* and *where*. Reading
+    all K gives the exact codec's results; reading none, the codes' alone, from the hot tier."""
+    index, features = coded
+    exact = VideoIndex.create(tmp_path / "exact", model, codec="exact")
+    add(exact, index.ids(), features)
+    text = queries(8, seed=4)
+    k = codecs.EXACT_CANDIDATES + 5
+    want = exact.search_encoded(text, k=30, topk=30, model=model)  # every candidate
+
+    def shown(results):
+        return [[(h.video_id, h.score, h.where, h.moment) for h in r.hits] for r in results]
+
+    truth = [{h[0]: h for h in r} for r in shown(want)]
+    for got in (index.search_encoded(text, k=k, topk=30, model=model),
+                [index.search_encoded(t[None], k=k, topk=30, model=model)[0] for t in text]):
+        assert all(len(r) == k and all(h == t[h[0]] for h in r)
+                   for r, t in zip(shown(got), truth))
+    assert shown(index.search_encoded(text, k=30, topk=30, model=model,
+                                      exact_candidates=30)) == shown(want)
+    codes_only = index.search_encoded(text, k=10, topk=30, model=model, exact_candidates=0)
+    assert codes_only[0].timings["stage2_read_cold"] == 0.0
+    assert all(h.score is not None and h.where is not None for r in codes_only for h in r.hits)
+    assert np.mean([r.hits[0].video_id == w.hits[0].video_id
+                    for r, w in zip(codes_only, want)]) >= 0.5
+    with pytest.raises(EercfError, match="exact_candidates must be at least 0"):
+        index.search_encoded(text, k=10, model=model, exact_candidates=-1)
 
 
 def test_codes_are_the_nearest_centroids_as_faiss_finds_them():

@@ -323,3 +323,11 @@ def test_encode_videos_batches_failures_and_training_mode(benchmark):
         whole = model.encode_text(model.tokenize(texts))
     torch.testing.assert_close(encode_texts(model, texts, batch_size=2, progress=False), whole)
     assert encode_texts(model, [], progress=False).shape == (0, 128)
+
+
+def test_eval_command_refuses_a_negative_exact_pass(benchmark, capsys):
+    data, checkpoint = benchmark
+    code, _, err = run_cli(capsys, "--checkpoint", checkpoint, "--data", data, "--workers", 0,
+                           "--modes", "two_stage", "--exact-candidates", -1)
+    assert code == 2  # before any video is encoded
+    assert err.strip() == "eercf eval: error: --exact-candidates must be at least 0, got -1"

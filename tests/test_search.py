@@ -103,6 +103,8 @@ def test_cli_errors_are_one_line(built, tmp_path, capsys):
     assert "not an eercf index" in capsys.readouterr().err
     assert main(["search", str(root / "idx"), "x", "--weight", "bogus=1"]) == 2
     assert "unknown fusion weight 'bogus'" in capsys.readouterr().err
+    assert main(["search", str(root / "idx"), "x", "--exact-candidates", "-1"]) == 2
+    assert "exact_candidates must be at least 0" in capsys.readouterr().err
     torch.manual_seed(5)
     other = EERCF(get_model_config("tiny"))
     other.tokenizer = CLIPTokenizer.train(CAPTIONS, vocab_size=600)

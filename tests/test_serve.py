@@ -150,6 +150,7 @@ def test_unknown_and_hostile_ids_are_404(client, path):
                                            ({"q": "a", "k": 1_000_000}, 422),
                                            ({"q": "a", "k": "ten"}, 422),
                                            ({"q": "a", "topk": 0}, 422),
+                                           ({"q": "a", "exact_candidates": -1}, 422),
                                            ({"q": "a", "per": "frame"}, 422),
                                            ({"q": "a", "video": ""}, 422)])
 def test_bad_searches_get_json_errors(client, params, status):
@@ -284,6 +285,14 @@ def test_pq_index_served_from_its_hot_tier_equals_the_library(tmp_path):
     with TestClient(app) as c:
         got = c.post("/api/search", json={"queries": queries, "k": 5, "topk": 20}).json()["results"]
         info = c.get("/api/index").json()
+        for width in (0, 20):  # the exact pass's width as asked, as the library reads it
+            asked = c.get("/api/search", params={"q": queries[1], "k": 5, "topk": 20,
+                                                 "exact_candidates": width}).json()
+            library = index.search(queries[1], k=5, topk=20, model=model,
+                                   exact_candidates=width)[0]
+            assert [h["video_id"] for h in asked["hits"]] == [h.video_id for h in library.hits]
+            assert [h["score"] for h in asked["hits"]] == pytest.approx(
+                [h.score for h in library.hits])
     assert info["hot_in_memory"] is True and info["cold_reads"] == "mapped"
     for result, want in zip(got, expected):
         assert [h["video_id"] for h in result["hits"]] == [h.video_id for h in want.hits]

@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="score two_stage's text-to-video re-ranking through this fine-store "
                         "codec, as search over an index of these videos does (default pq, the "
                         "index's default: a codebook trained on these videos; exact: fp16)")
+    p.add_argument("--exact-candidates", type=int, default=None, metavar="N",
+                   help="with --codec pq: candidates read whole and scored exactly (default 15, "
+                        "as `eercf search` reads at -k 10 and below)")
     p.add_argument("--dual-softmax", action="store_true",
                    help="also report video+dsl and all_pairs+dsl: dual softmax over the query set "
                         "(transductive: uses every test query at once)")
@@ -95,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.datasets import load_dataset
     from ..evaluation import MODES, encode_records, score_modes
     from ..evaluation.evaluator import eval_codec
+    from ..index import codecs
     from ..paths import frames_dir
     from ..weights import load_model, resolve
 
@@ -109,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise EercfError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.exact_candidates is not None and args.exact_candidates < 0:
+        raise EercfError(f"--exact-candidates must be at least 0, got {args.exact_candidates}")
     weights = parse_weights(args.weights, "--weights")
     if args.no_cache and args.cache_dir:
         raise EercfError("--cache-dir and --no-cache contradict each other: give one")
@@ -136,11 +142,16 @@ def run(args: argparse.Namespace) -> int:
     codec = eval_codec(encoded.videos, args.codec)
     results = score_modes(model, encoded.text, encoded.caption_video, encoded.videos,
                           modes=modes, topk=args.topk, dual_softmax=args.dual_softmax,
-                          weights=weights or None, codec=codec)
+                          weights=weights or None, codec=codec,
+                          exact_candidates=args.exact_candidates)
     used = "pq" if codec is not None else "exact"
     for mode in results:
         if mode.startswith("two_stage"):
             results[mode]["codec"] = used
+            if codec is not None:
+                results[mode]["exact_candidates"] = (codecs.EXACT_CANDIDATES
+                                                     if args.exact_candidates is None
+                                                     else args.exact_candidates)
     sampling = f"at {transform.fps:g} fps" if transform.fps else "uniformly"
     summary = (f"{checkpoint}: {args.dataset} {args.split}, {len(encoded.video_ids)} videos, "
                f"{len(encoded.captions)} captions, {len(encoded.failed)} failed; "

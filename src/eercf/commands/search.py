@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "frame_strong, patch_weak, patch_strong "
                         "(default: the model's: fitted to held-out videos, else the paper's "
                         "0.8 frame_weak, 0.2 frame_strong, 0.2 patch_weak, 0.5 video)")
+    p.add_argument("--exact-candidates", type=int, default=None, metavar="N",
+                   help="pq index: how many of the --topk candidates are read whole and "
+                        "scored exactly (default: the larger of 15 and -k, so every re-scored "
+                        "hit has the exact score, moment and place; 0: scores from the codes "
+                        "alone, reading no exact patches)")
     p.add_argument("--filter", default=None, metavar="EXPR",
                    help="search only the videos matching a Lance filter expression over id, "
                         "uri, duration and metadata (JSON text), e.g. \"duration > 10\" or "
@@ -60,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         if args.device is not None:
             model = model.to(args.device)
     results = index.search(args.queries, k=args.k, topk=args.topk, model=model, weights=weights,
-                           filter=args.filter, per=args.per, video=args.video)
+                           filter=args.filter, per=args.per, video=args.video,
+                           exact_candidates=args.exact_candidates)
     if args.json:
         objects = [r.to_dict() for r in results]
         json.dump(objects[0] if len(objects) == 1 else objects, sys.stdout, indent=1)

@@ -46,12 +46,14 @@ def all_pairs_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures"
 
 def two_stage_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures", topk: int,
                      weights: dict | None = None, *, stage1: torch.Tensor | None = None,
-                     codec: "PQCodec | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     codec: "PQCodec | None" = None, exact_candidates: int | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Text-to-video two-stage ranking as ``(scores [T, V], promoted [T, V])``: each query's
     top ``topk`` videos by stage 1 carry their fused score and are promoted above all other
     videos, which keep their stage-1 score. As in the search engine, only the candidates'
     features are gathered (in query chunks of bounded memory) and scored by ``model.rerank``;
-    with a pq ``codec``, through it, as search scores a pq-coded index."""
+    with a pq ``codec``, through it, as search scores a pq-coded index, reading
+    ``exact_candidates`` whole (default: search's at k = 10, ``codecs.EXACT_CANDIDATES``)."""
     if stage1 is None:
         stage1 = stage1_scores(model, text, videos)
     k = min(topk, len(videos))
@@ -60,7 +62,7 @@ def two_stage_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures"
     weights = model.fusion_weights(weights)
     if codec is not None:
         return _promote(stage1, candidates, _coded_rerank(model, text, videos, candidates,
-                                                          weights, codec))
+                                                          weights, codec, exact_candidates))
     step = queries_per_chunk(videos, k)
     gather = CandidateGather(videos, min(step, len(text)) * k)
     for start in range(0, len(text), step):
@@ -70,7 +72,8 @@ def two_stage_scores(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures"
 
 
 def _coded_rerank(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures",
-                  candidates: torch.Tensor, weights: dict, codec: "PQCodec") -> torch.Tensor:
+                  candidates: torch.Tensor, weights: dict, codec: "PQCodec",
+                  exact_candidates: int | None) -> torch.Tensor:
     """Stage 2 through a pq codec, one query at a time: the codes rank, the in-memory patches
     stand in for the index's cold tier (the same values it stores)."""
     from dataclasses import replace
@@ -82,11 +85,12 @@ def _coded_rerank(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures",
         n, frames * patches, -1).to(videos.patches.device)
     hot = replace(videos, patches=videos.patches[:, :, :0])
     fused = torch.empty(candidates.shape, device=text.device)
+    exact = codecs.EXACT_CANDIDATES if exact_candidates is None else exact_candidates
     flat = videos.patches.flatten(1, 2)  # each video's patches as its cold tier holds them
     for q, rows in enumerate(candidates):
         fused[q] = codecs.rerank(model, text[q:q + 1], hot.index(rows), codes[rows], weights,
                                  codec, lambda at, rows=rows: flat[rows[at]],
-                                 with_weights=False)[0][0]
+                                 with_weights=False, exact=exact)[0][0]
     return fused
 
 
@@ -168,7 +172,8 @@ def score_modes(model: "EERCF", text: torch.Tensor, caption_video: torch.Tensor,
                 videos: "VideoFeatures", *, modes: Iterable[str] | None = None,
                 topk: int | None = None,
                 dual_softmax: bool = False, weights: dict | None = None,
-                codec: "PQCodec | None" = None) -> dict[str, dict[str, Any]]:
+                codec: "PQCodec | None" = None, exact_candidates: int | None = None
+                ) -> dict[str, dict[str, Any]]:
     """Metrics of each mode for encoded captions ``text [C, D]`` (caption c describes video
     ``caption_video[c]``) against ``videos``: ``{mode: {"t2v", "v2t", "seconds"}}``.
 
@@ -176,13 +181,15 @@ def score_modes(model: "EERCF", text: torch.Tensor, caption_video: torch.Tensor,
     time of both directions (metrics excluded). With ``dual_softmax`` the ``video+dsl`` and
     ``all_pairs+dsl`` modes are added (marked ``"transductive": True``). ``codec`` (see
     :func:`eval_codec`): text-to-video two-stage scores through it, as search does (video-to-text
-    stays exact: search has no such direction)."""
+    stays exact: search has no such direction), reading ``exact_candidates`` whole."""
     modes = default_modes(model) if modes is None else list(modes)
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise EercfError(f"unknown evaluation mode {unknown[0]!r}: choose from {', '.join(MODES)}")
     if topk is not None and topk < 1:
         raise EercfError(f"topk must be at least 1, got {topk}")
+    if exact_candidates is not None and exact_candidates < 0:
+        raise EercfError(f"exact_candidates must be at least 0, got {exact_candidates}")
     if len(text) == 0 or len(videos) == 0:
         raise EercfError("nothing to evaluate: no captions or no videos")
     videos = videos.as_stored().to(model.device)
@@ -216,7 +223,7 @@ def score_modes(model: "EERCF", text: torch.Tensor, caption_video: torch.Tensor,
                 def both_directions():
                     stage1 = stage1_scores(model, text, videos)
                     return (two_stage_scores(model, text, videos, k, fusion, stage1=stage1,
-                                             codec=codec),
+                                             codec=codec, exact_candidates=exact_candidates),
                             two_stage_v2t_scores(model, text, videos, k, fusion, stage1=stage1))
                 (t2v, v2t), seconds = timed(both_directions)
                 results[mode] = multi_caption_metrics(t2v[0], caption_video, v2t_sim=v2t[0],

@@ -261,17 +261,18 @@ class RoughPass:
 
 
 def rough(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures", codes: torch.Tensor,
-          fusion: dict[str, float], codec: PQCodec, with_weights: bool = True) -> RoughPass:
+          fusion: dict[str, float], codec: PQCodec, with_weights: bool = True,
+          exact: int = EXACT_CANDIDATES) -> RoughPass:
     """Score query ``text [1, D]`` against its K ``candidates`` (hot tier: frame levels, and
-    ``codes [K, F*P, M]``) with every patch product from its code, and pick the
-    ``EXACT_CANDIDATES`` best candidates for the exact pass."""
+    ``codes [K, F*P, M]``) with every patch product from its code, and pick the ``exact``
+    best candidates (all K at most, none at 0) for the exact pass."""
     k, frames = candidates.mask.shape
     approx, index = select(codec, text[0], codes, candidates.mask)
     decoded = lambda: codec.decode(  # noqa: E731
         codes.gather(1, index[..., None].expand(-1, -1, codes.shape[2])))[None]
     view = SelectedPatches(approx[None], index[None], codes.shape[1] // frames, decoded)
     fused, scores = model.rerank(text, candidates, k, fusion, with_weights, selected=[view])
-    top = torch.topk(fused[0], min(EXACT_CANDIDATES, k)).indices.sort().values
+    top = torch.topk(fused[0], min(max(0, exact), k)).indices.sort().values
     return RoughPass(fused, scores, top)
 
 
@@ -283,6 +284,8 @@ def sharpen(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures", fir
     them; returns the fused score ``[1, K]`` and the level scores, as ``model.rerank`` does.
     The others' scores stay the codes', capped just below the lowest exact fused score."""
     top = first.top
+    if not len(top):  # nothing read whole: the codes' scores stand
+        return first.fused, first.scores
     view = WholePatches(exact, exact[0].shape[0] // candidates.mask.shape[1])
     # only the patch levels change: the others, scored per candidate alike in any company,
     # are the rough pass's already
@@ -299,14 +302,14 @@ def sharpen(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures", fir
 
 def rerank(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures",
            codes: torch.Tensor, fusion: dict[str, float], codec: PQCodec,
-           read: Callable[[torch.Tensor], torch.Tensor],
-           with_weights: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+           read: Callable[[torch.Tensor], torch.Tensor], with_weights: bool = True,
+           exact: int = EXACT_CANDIDATES) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stage 2 under pq for one query, as ``model.rerank`` returns it: :func:`rough`, then
     ``read(positions)`` the whole patches of the best candidates (per candidate ``[F*P, D]``),
     then
     :func:`sharpen` (search reads the store's cold tier, ``eercf eval`` memory: the same
     arithmetic, so both rank alike; a batch of searches reads once for all)."""
-    first = rough(model, text, candidates, codes, fusion, codec, with_weights)
+    first = rough(model, text, candidates, codes, fusion, codec, with_weights, exact)
     return sharpen(model, text, candidates, first, read(first.top), fusion, with_weights)
 
 

@@ -166,7 +166,8 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
               codec: "PQCodec | None" = None,
               hot: "HotTier | None" = None,
               allowed: np.ndarray | None = None,
-              groups: np.ndarray | None = None) -> list[SearchResult]:
+              groups: np.ndarray | None = None,
+              exact_candidates: int | None = None) -> list[SearchResult]:
     """Search the snapshot (``dataset`` pinned at ``stage1.version``) with encoded queries
     ``text [T, D]``: stage 1 top ``max(k, topk)``, stage 2 re-scores the top ``topk``; ``k``
     hits per query. A pq-coded store needs its ``codec``: stage 2 then reads the hot tier
@@ -174,9 +175,16 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
     exact patches the codes select. With ``allowed`` (row offsets, ascending: the rows a
     filter matched) both stages consider only those rows. With ``groups`` (the video of each
     row: ``segments.row_groups``) hits are grouped by video, and stage 1 recalls rows until
-    ``k`` distinct videos are among them."""
+    ``k`` distinct videos are among them. Under pq, ``exact_candidates`` of the K (default: the
+    larger of ``codecs.EXACT_CANDIDATES`` and ``k``, so every re-scored hit shown has the
+    exact codec's score, *when* and *where*) are read whole and scored exactly; 0 reads none
+    (the codes' scores stand, and the cold tier is never read)."""
     if k < 1 or topk < 1:
         raise EercfError(f"k and topk must be at least 1 (got k={k}, topk={topk})")
+    if exact_candidates is not None and exact_candidates < 0:
+        raise EercfError(f"exact_candidates must be at least 0, got {exact_candidates}")
+    exact_wanted = (max(codecs.EXACT_CANDIDATES, k) if exact_candidates is None
+                    else int(exact_candidates))
     fusion = model.fusion_weights(weights)  # checked before any work
     timings = dict(timings or {})
     queries = list(queries) if queries is not None else [None] * len(text)
@@ -284,8 +292,12 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
                 finish(row, found, ranks, cand, *model.rerank(text[row:row + 1], cand,
                                                               len(found), fusion))
             else:
-                first = codecs.rough(model, text[row:row + 1], cand, codes, fusion, codec)
-                pending.append((row, found, ranks, cand, first))
+                first = codecs.rough(model, text[row:row + 1], cand, codes, fusion, codec,
+                                     exact=exact_wanted)
+                if len(first.top):
+                    pending.append((row, found, ranks, cand, first))
+                else:
+                    finish(row, found, ranks, cand, first.fused, first.scores)
         if len(pending) >= EXACT_READ_QUERIES:
             read_exact()
     read_exact()

@@ -397,14 +397,17 @@ class VideoIndex:
 
     def search(self, texts: str | Sequence[str], k: int = 10, topk: int | None = None,
                model: "EERCF | None" = None, weights: dict[str, float] | None = None,
-               filter: str | None = None, per: str = "video", video: str | None = None
-               ) -> list["SearchResult"]:
+               filter: str | None = None, per: str = "video", video: str | None = None,
+               exact_candidates: int | None = None) -> list["SearchResult"]:
         """Search by text: one :class:`~eercf.search.SearchResult` per query, ``k`` hits each,
         the top ``topk`` of stage 1 (default: the model's: fitted, else 50) re-scored by stage 2
         with the fusion ``weights`` (default: the model's: fitted, else the paper's), among
         the rows matching ``filter`` (a Lance filter expression, e.g. ``duration > 10``) when
         given, and only within video ``video`` when given. ``per="video"`` gives one hit per
         video (a long video's best segment, with its moments), ``per="segment"`` one per row.
+        A pq store reads ``exact_candidates`` of the ``topk`` whole and scores them exactly
+        (default: the larger of 15 and ``k``, so every re-scored hit has the exact codec's
+        score, *when* and *where*; 0: the codes' scores alone, no cold-tier read).
         ``model`` defaults to the one recorded."""
         from ..model.encode import encode_texts
 
@@ -416,13 +419,14 @@ class VideoIndex:
         encode_seconds = time.perf_counter() - started
         return self.search_encoded(text, k, topk, model, weights, queries=texts,
                                    timings={"encode_text": encode_seconds}, filter=filter,
-                                   per=per, video=video)
+                                   per=per, video=video, exact_candidates=exact_candidates)
 
     def search_encoded(self, text: torch.Tensor, k: int = 10, topk: int | None = None,
                        model: "EERCF | None" = None, weights: dict[str, float] | None = None,
                        queries: Sequence[str | None] | None = None,
                        timings: dict[str, float] | None = None, filter: str | None = None,
-                       per: str = "video", video: str | None = None) -> list["SearchResult"]:
+                       per: str = "video", video: str | None = None,
+                       exact_candidates: int | None = None) -> list["SearchResult"]:
         """:meth:`search` for already encoded texts ``[T, D]`` (``model.encode_text``)."""
         from .search import two_stage
 
@@ -441,7 +445,8 @@ class VideoIndex:
         allowed = None if expression is None else store.matching_offsets(snap.dataset, expression)
         return two_stage(snap.dataset, snap.stage1, text, model, k=k, topk=topk,
                          weights=weights, queries=queries, timings=timings, codec=codec, hot=hot,
-                         allowed=allowed, groups=self._grouping(snap.dataset, per))
+                         allowed=allowed, groups=self._grouping(snap.dataset, per),
+                         exact_candidates=exact_candidates)
 
     def _grouping(self, dataset: lance.LanceDataset, per: str) -> np.ndarray | None:
         """``two_stage``'s ``groups`` for ``per`` (checked): None per segment or without segments."""

@@ -32,6 +32,9 @@ MAX_QUERY_CHARS = 1000
 MAX_QUERIES = 256
 MAX_K = 1000
 MAX_VIDEOS_PER_JOB = 1000
+EXACT_HELP = ("a pq index: candidates read whole and scored exactly (default: the larger of 15 "
+              "and k, so every re-scored hit has the exact score, moment and place; 0: the "
+              "codes' scores alone)")
 
 
 class SearchBody(BaseModel):
@@ -43,6 +46,7 @@ class SearchBody(BaseModel):
     filter: str | None = Field(None, max_length=2000)
     per: Literal["video", "segment"] = "video"
     video: str | None = Field(None, min_length=1, max_length=256)
+    exact_candidates: int | None = Field(None, ge=0, le=MAX_K, description=EXACT_HELP)
 
 
 class VideoIn(BaseModel):
@@ -108,14 +112,16 @@ def create_app(index: str | Path, *, token: str | None = None,
 
     async def run_search(queries: list[str], k: int, topk: int | None,
                          weights: dict[str, float] | None, filter: str | None,
-                         per: str = "video", video: str | None = None) -> list[dict]:
+                         per: str = "video", video: str | None = None,
+                         exact_candidates: int | None = None) -> list[dict]:
         for q in queries:
             if not q.strip():
                 raise HTTPException(400, "a query is empty")
             if len(q) > MAX_QUERY_CHARS:
                 raise HTTPException(400, f"a query has {len(q)} characters; at most "
                                          f"{MAX_QUERY_CHARS} are searched")
-        results = await searcher.search(queries, k, topk, weights, filter, per, video)
+        results = await searcher.search(queries, k, topk, weights, filter, per, video,
+                                        exact_candidates)
         out = []
         for result in results:
             body = result.to_dict()
@@ -146,14 +152,17 @@ def create_app(index: str | Path, *, token: str | None = None,
                          per: Literal["video", "segment"] = Query(
                              "video", description="one hit per video, or per stored segment"),
                          video: str | None = Query(None, min_length=1, max_length=256,
-                                                   description="search inside this video only")
+                                                   description="search inside this video only"),
+                         exact_candidates: int | None = Query(
+                             None, ge=0, le=MAX_K, description=EXACT_HELP)
                          ) -> dict[str, Any]:
-        return (await run_search([q], k, topk, None, filter, per, video))[0]
+        return (await run_search([q], k, topk, None, filter, per, video, exact_candidates))[0]
 
     @app.post("/api/search", summary="Search with several queries (one batch)")
     async def search_post(body: SearchBody) -> dict[str, Any]:
         return {"results": await run_search(body.queries, body.k, body.topk, body.weights,
-                                            body.filter, body.per, body.video)}
+                                            body.filter, body.per, body.video,
+                                            body.exact_candidates)}
 
     def stored(video_id: str):
         try:

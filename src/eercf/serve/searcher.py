@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import EercfError
-from ..index import VideoIndex, segments, store
+from ..index import VideoIndex, codecs, segments, store
 from ..index.hot import HotTier
 from ..index.search import SearchResult, two_stage
 from ..model.encode import encode_texts
@@ -81,11 +81,21 @@ class Request:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     per: str = "video"
+    exact_candidates: int | None = None
     received: float = field(default_factory=time.perf_counter)
+
+    @property
+    def exact(self) -> int:
+        """Candidates read whole under pq, as ``two_stage`` defaults it for this request's
+        ``k``: fixed per group, so a request's hits do not depend on the others' ``k``."""
+        if self.exact_candidates is not None:
+            return self.exact_candidates
+        return max(codecs.EXACT_CANDIDATES, self.k)
 
     def group(self) -> str:
         """Requests of one group run as one ``two_stage`` call."""
-        return json.dumps([self.topk, self.weights, self.filter, self.per], sort_keys=True)
+        return json.dumps([self.topk, self.weights, self.filter, self.per, self.exact],
+                          sort_keys=True)
 
     def answer(self, result: Any) -> None:
         self.loop.call_soon_threadsafe(_settle, self.future, result)
@@ -169,9 +179,11 @@ class Searcher:
     # ------------------------------------------------------------------ searching
     async def search(self, queries: list[str], k: int, topk: int | None,
                      weights: dict[str, float] | None, filter: str | None,
-                     per: str = "video", video: str | None = None) -> list[SearchResult]:
+                     per: str = "video", video: str | None = None,
+                     exact_candidates: int | None = None) -> list[SearchResult]:
         """The results of ``queries`` (one per query), run in the next batch: one hit per
-        video (``per="video"``) or per stored segment, within video ``video`` when given."""
+        video (``per="video"``) or per stored segment, within video ``video`` when given;
+        ``exact_candidates`` as :meth:`VideoIndex.search` takes it."""
         if self._stop.is_set():
             raise Unavailable("the service is shutting down")
         self.model.fusion_weights(weights)  # a bad weight fails now, alone, not in a batch
@@ -179,7 +191,7 @@ class Searcher:
         loop = asyncio.get_running_loop()
         request = Request(list(queries), k, self.topk_default if topk is None else topk,
                           weights, segments.search_filter(filter, video), loop.create_future(),
-                          loop, per)
+                          loop, per, exact_candidates)
         self._queue.put(request)
         return await request.future
 
@@ -254,7 +266,8 @@ class Searcher:
                                 queries=[q for r, _ in members for q in r.queries],
                                 timings={"encode_text": encode_seconds}, codec=state.codec,
                                 hot=state.hot, allowed=allowed,
-                                groups=state.groups if first.per == "video" else None)
+                                groups=state.groups if first.per == "video" else None,
+                                exact_candidates=first.exact)
         except BaseException as err:  # noqa: BLE001
             for request, _ in members:
                 request.answer(_as_error(err))
