@@ -3,6 +3,7 @@ and reliability (crash, concurrent readers, stale/corrupt FAISS files, foreign f
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -282,6 +283,30 @@ def test_trained_factory_waits_for_enough_videos(tmp_path, model):
     assert json.loads((index.folder / ann.STAMP).read_text())["factory"] == "IVF4,Flat"
     hits = index.search_encoded(queries(1), k=12, topk=12, model=model)[0].hits
     assert len(hits) == 12  # nprobe covers every list: exact
+
+
+def test_a_trained_factory_is_trained_again_as_the_collection_grows(tmp_path, model, caplog):
+    """The lists are placed on the videos there when it first trains and then only extended:
+    past ``RETRAIN_GROWTH`` times that sample, the next add trains them again on every video
+    (the sample size is kept in the stamp, so a reopened index knows it too)."""
+    index = VideoIndex.create(tmp_path / "idx", model, index_factory="IVF2,Flat",
+                              search_params="nprobe=2")
+    first = 2 * ann.MIN_TRAIN_PER_LIST
+    add_random(index, [f"a{i}" for i in range(first)], 1)
+
+    def stamp() -> dict:
+        return json.loads((index.folder / ann.STAMP).read_text())
+
+    assert (stamp()["factory"], stamp()["trained_on"]) == ("IVF2,Flat", first)
+    add_random(index, [f"b{i}" for i in range((ann.RETRAIN_GROWTH - 1) * first)], 2)
+    assert stamp()["rows"] == ann.RETRAIN_GROWTH * first and stamp()["trained_on"] == first
+    index = VideoIndex.open(index.folder)  # the sample size comes back from the stamp
+    with caplog.at_level(logging.INFO, logger="eercf.index.video_index"):
+        add_random(index, ["c0"], 3)
+    assert "training it again" in caplog.text
+    assert stamp()["trained_on"] == ann.RETRAIN_GROWTH * first + 1
+    hits = index.search_encoded(queries(1), k=5, topk=5, model=model)[0].hits
+    assert len(hits) == 5
 
 
 WRITER = textwrap.dedent("""

@@ -28,6 +28,7 @@ EXACT = "Flat"
 MATMUL_QUERIES = 8  # an exact index answers this many queries at once by one matrix product
 MATMUL_FLOATS = 1 << 26  # ... in chunks of queries whose products hold at most this many floats
 MIN_TRAIN_PER_LIST = 39  # videos per IVF list before the lists are trained (FAISS's k-means minimum)
+RETRAIN_GROWTH = 4  # a trained index is trained again once it holds this many times its sample
 
 
 @dataclass
@@ -37,6 +38,15 @@ class Stage1:
     index: faiss.Index
     version: int   # the Lance version whose rows it holds, in offset order
     factory: str   # the factory actually built (``Flat`` until a trained factory has data)
+    trained_on: int = 0  # the videos its lists (or codes) were trained on; 0: no training
+
+    def outgrown(self, rows: int) -> bool:
+        """Whether holding ``rows`` videos, a trained index should be trained again: its lists
+        were placed on a sample of the first videos and are only extended, so as a collection
+        grows (and drifts) they fit it less well. Retraining at each ``RETRAIN_GROWTH``-fold
+        growth keeps the sample at least a quarter of the collection, and the rebuilds a
+        geometric series: together they re-add at most 4/3 as many vectors as it holds."""
+        return self.trained_on > 0 and rows > RETRAIN_GROWTH * self.trained_on
 
     def search(self, queries: np.ndarray, depth: int, allowed: np.ndarray | None = None,
                vectors_of: Callable[[np.ndarray], np.ndarray] | None = None
@@ -117,7 +127,7 @@ def build(vectors: np.ndarray, factory: str, params: str, version: int) -> Stage
     search while the collection is too small to train it (it is retried on the next change)."""
     dim = vectors.shape[1]
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    built = factory
+    built, trained_on = factory, 0
     if not index.is_trained:
         ivf = faiss.try_extract_index_ivf(index)
         # an IVF's lists are trained once and then only extended, so they wait for a sample
@@ -129,6 +139,7 @@ def build(vectors: np.ndarray, factory: str, params: str, version: int) -> Stage
         else:
             try:
                 index.train(vectors)
+                trained_on = len(vectors)
             except RuntimeError as err:
                 reason = _reason(err)
         if reason is not None:
@@ -138,13 +149,13 @@ def build(vectors: np.ndarray, factory: str, params: str, version: int) -> Stage
     index.add(vectors)
     if built == factory:
         _set_params(index, params)
-    return Stage1(index, version, built)
+    return Stage1(index, version, built, trained_on)
 
 
 def extend(stage1: Stage1, vectors: np.ndarray, version: int) -> Stage1:
     """Append rows (new offsets continue the old ones, as Lance appends do)."""
     stage1.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return Stage1(stage1.index, version, stage1.factory)
+    return Stage1(stage1.index, version, stage1.factory, stage1.trained_on)
 
 
 def bytes_per_vector(stage1: Stage1, dim: int) -> int:
@@ -166,7 +177,7 @@ def save(location: Location | Path, stage1: Stage1) -> None:
     location.write_bytes(name, data)
     stamp = {"lance_version": stage1.version, "rows": int(stage1.index.ntotal),
              "dim": int(stage1.index.d), "factory": stage1.factory, "file": name,
-             "sha256": hashlib.sha256(data).hexdigest()}
+             "sha256": hashlib.sha256(data).hexdigest(), "trained_on": stage1.trained_on}
     location.write_bytes(STAMP, json.dumps(stamp, indent=1).encode())
     if location.local is not None:
         for old in location.names("stage1-v*.faiss"):
@@ -211,4 +222,9 @@ def load(location: Location | Path, version: int, rows: int, dim: int, params: s
         return None, f"corrupt ({index.ntotal} vectors of {index.d}-d for {rows} rows of {dim}-d)"
     if factory != EXACT:
         _set_params(index, params)
-    return Stage1(index, version, factory), ""
+    # a stamp from before training sizes were kept: count the rows it holds as the sample
+    trained_on = stamp.get("trained_on")
+    if not isinstance(trained_on, int):
+        trained = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT).is_trained
+        trained_on = 0 if trained else int(index.ntotal)
+    return Stage1(index, version, factory, trained_on), ""

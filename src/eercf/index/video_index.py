@@ -278,9 +278,16 @@ class VideoIndex:
             committed = lance.write_dataset(table, dataset, mode="append",
                                             storage_options=self.location.options or None)
             vectors = np.ascontiguousarray(store.column_array(table, "video"), dtype=np.float32)
-            if committed.version == previous.version + 1 and previous.factory == self.index_factory:
+            rows = int(previous.index.ntotal) + len(vectors)
+            if (committed.version == previous.version + 1
+                    and previous.factory == self.index_factory and not previous.outgrown(rows)):
                 stage1 = ann.extend(previous, vectors, committed.version)
-            else:  # someone else committed, or the collection can now train the factory
+            else:  # someone else committed, the collection can now train the factory, or
+                # it has outgrown the sample its lists were trained on
+                if previous.outgrown(rows):
+                    log.info("stage 1 of %s: %d videos, over %dx the %d its %s was trained on: "
+                             "training it again", self.folder, rows, ann.RETRAIN_GROWTH,
+                             previous.trained_on, previous.factory)
                 stage1 = self._build(committed)
             self._stage1 = stage1
             if save_stage1:
