@@ -301,7 +301,7 @@ def test_a_trained_factory_is_trained_again_as_the_collection_grows(tmp_path, mo
     add_random(index, [f"b{i}" for i in range((ann.RETRAIN_GROWTH - 1) * first)], 2)
     assert stamp()["rows"] == ann.RETRAIN_GROWTH * first and stamp()["trained_on"] == first
     index = VideoIndex.open(index.folder)  # the sample size comes back from the stamp
-    with caplog.at_level(logging.INFO, logger="eercf.index.video_index"):
+    with caplog.at_level(logging.INFO, logger="eercf.index.ann"):
         add_random(index, ["c0"], 3)
     assert "training it again" in caplog.text
     assert stamp()["trained_on"] == ann.RETRAIN_GROWTH * first + 1

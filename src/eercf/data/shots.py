@@ -33,7 +33,7 @@ MIN_SHOT = 2.0     # seconds: a shorter shot joins its neighbour
 def _thumbnails(path: Path, timeout: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(times, thumbnails ``[n, THUMB, THUMB, 3]`` in 0-1) at about ``SAMPLE_FPS``, and every
     frame's (time, change from the frame before) ``[m, 2]``, to place each cut on its frame."""
-    from .video import _FrameReader, _header
+    from .video import SCALE_OPTIONS, _FrameReader, _header
 
     deadline = time.monotonic() + timeout
     container, stream, _ = _header(path, timeout, deadline)
@@ -53,7 +53,8 @@ def _thumbnails(path: Path, timeout: float) -> tuple[np.ndarray, np.ndarray, np.
             if at + 1e-6 < due:
                 continue
             times.append(at)
-            thumbs.append(frame.to_ndarray(width=THUMB, height=THUMB, format="rgb24"))
+            thumbs.append(frame.to_ndarray(width=THUMB, height=THUMB, format="rgb24",
+                                           **SCALE_OPTIONS))
             due = at + 1.0 / SAMPLE_FPS
     if not thumbs:
         raise EercfError(f"{path}: no decodable video frame")
@@ -78,12 +79,15 @@ def _change_sample(frame) -> np.ndarray:
     view of the decoded plane: no conversion, which for 1080p costs twice the decoding), else
     an RGB thumbnail. Only its argmax over a few frames is used (where a cut falls), so any
     sample that changes with the picture will do."""
+    from .video import SCALE_OPTIONS
+
     if frame.format.name in PLANAR_8BIT:
         plane = frame.planes[0]
         luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
         rows, cols = _grid(frame.height, frame.width)
         return luma[rows, cols].astype(np.float32)
-    return frame.to_ndarray(width=STEP_THUMB, height=STEP_THUMB, format="rgb24").astype(np.float32)
+    return frame.to_ndarray(width=STEP_THUMB, height=STEP_THUMB, format="rgb24",
+                            **SCALE_OPTIONS).astype(np.float32)
 
 
 def _on_frame(cut: float, before: float, steps: np.ndarray) -> float:

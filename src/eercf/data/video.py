@@ -37,6 +37,10 @@ TRUNCATION_TOLERANCE = 1.0
 # ``skip_frame=NONREF``: frames nothing else depends on are dropped unseen (about a third of
 # an H.264 stream), while every frame near a target is decoded in full.
 SKIP_MARGIN_FRAMES = 6
+# One swscale thread a conversion: decoding runs one process per core already, and PyAV 17+
+# (whose default, 0, starts a slice-thread pool per scaler) deadlocked in forked DataLoader
+# workers under 18.1.1 (a worker waited in avpriv_slicethread_execute for ever)
+SCALE_OPTIONS = {"threads": 1} if int(av.__version__.split(".")[0]) >= 17 else {}
 
 
 # ----------------------------------------------------------------------------- video files
@@ -273,7 +277,8 @@ def _frame_pixels(frame, image_size: int, resize: str) -> np.ndarray:
     then the display rotation is applied and the centre cropped."""
     rotation = round((frame.rotation or 0) / 90) % 4
     width, height = resized_size(frame.width, frame.height, image_size, resize)
-    array = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC")
+    array = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC",
+                             **SCALE_OPTIONS)
     if rotation:
         array = np.rot90(array, k=rotation)
     return center_crop(array, image_size)

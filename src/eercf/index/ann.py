@@ -158,6 +158,21 @@ def extend(stage1: Stage1, vectors: np.ndarray, version: int) -> Stage1:
     return Stage1(stage1.index, version, stage1.factory, stage1.trained_on)
 
 
+def after_append(previous: Stage1, vectors: np.ndarray, version: int, factory: str,
+                 where: object) -> Stage1 | None:
+    """``previous`` extended by the rows one append committed as ``version``, or None when it
+    must be rebuilt from the store instead: someone else committed in between, the factory
+    changed (or can now be trained), or the collection has outgrown its training sample."""
+    rows = int(previous.index.ntotal) + len(vectors)
+    if previous.outgrown(rows):
+        log.info("stage 1 of %s: %d videos, over %dx the %d its %s was trained on: training "
+                 "it again", where, rows, RETRAIN_GROWTH, previous.trained_on, previous.factory)
+        return None
+    if version != previous.version + 1 or previous.factory != factory:
+        return None
+    return extend(previous, vectors, version)
+
+
 def bytes_per_vector(stage1: Stage1, dim: int) -> int:
     """What stage 1 holds per video in memory (its serialised size over its rows; an empty
     exact index: one fp32 vector)."""

@@ -73,6 +73,18 @@ def dims(table_schema: pa.Schema) -> tuple[int, int, int]:
     return dim, frames, patches
 
 
+def check_dims(dataset: lance.LanceDataset, expected: tuple[int, int, int], where: str) -> None:
+    """Refuse a dataset that is not a feature store, or one of other shapes than ``expected``
+    ``(dim, frames, patches)`` (what the index's manifest records)."""
+    try:
+        found = dims(dataset.schema)
+    except KeyError as err:
+        raise EercfError(f"{where} is not an eercf feature store (no column {err})") from None
+    if found != expected:
+        raise EercfError(f"{where} stores (dim, frames, patches) {found}, its manifest says "
+                         f"{expected}")
+
+
 def write_schema(table_schema: pa.Schema) -> pa.Schema:
     """The schema new rows of a store are written with: Lance reports a blob column as its
     own extension type, rows arrive with the blob as plain large binary."""

@@ -117,16 +117,9 @@ class VideoIndex:
         location = Location.of(folder)
         manifest = read_manifest(location)
         index = cls(location, manifest)
-        dataset = index._dataset()
-        expected = (index.model_info.embed_dim, index.model_info.frames, index.model_info.patches)
-        try:
-            found = store.dims(dataset.schema)
-        except KeyError as err:
-            raise EercfError(f"{location.join(DATASET)} is not an eercf feature store "
-                             f"(no column {err})") from None
-        if found != expected:
-            raise EercfError(f"{location.join(DATASET)} stores (dim, frames, patches) {found}, its "
-                             f"manifest says {expected}")
+        info = index.model_info
+        store.check_dims(index._dataset(), (info.embed_dim, info.frames, info.patches),
+                         location.join(DATASET))
         return index
 
     @property
@@ -277,21 +270,12 @@ class VideoIndex:
             previous = self._current_stage1(dataset, persist=False)
             committed = lance.write_dataset(table, dataset, mode="append",
                                             storage_options=self.location.options or None)
-            vectors = np.ascontiguousarray(store.column_array(table, "video"), dtype=np.float32)
-            rows = int(previous.index.ntotal) + len(vectors)
-            if (committed.version == previous.version + 1
-                    and previous.factory == self.index_factory and not previous.outgrown(rows)):
-                stage1 = ann.extend(previous, vectors, committed.version)
-            else:  # someone else committed, the collection can now train the factory, or
-                # it has outgrown the sample its lists were trained on
-                if previous.outgrown(rows):
-                    log.info("stage 1 of %s: %d videos, over %dx the %d its %s was trained on: "
-                             "training it again", self.folder, rows, ann.RETRAIN_GROWTH,
-                             previous.trained_on, previous.factory)
-                stage1 = self._build(committed)
-            self._stage1 = stage1
+            vectors = store.column_array(table, "video")
+            stage1 = ann.after_append(previous, vectors, committed.version, self.index_factory,
+                                      self.folder)
+            self._stage1 = stage1 or self._build(committed)
             if save_stage1:
-                ann.save(self.location, stage1)
+                ann.save(self.location, self._stage1)
         return len(ids)
 
     def save_stage1(self) -> None:
