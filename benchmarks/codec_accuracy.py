@@ -50,7 +50,7 @@ def main() -> None:
         codecs.SUBVECTOR = args.subvector
     if args.frames_read:
         codecs.FRAMES_READ = args.frames_read
-    exact_read = args.exact_candidates or codecs.EXACT_CANDIDATES
+    exact_read = codecs.exact_width(args.exact_candidates, 10)  # search's width at k = 10
     model = eercf.load_model(args.checkpoint)
     encoded = encode_records(model, load_dataset("msrvtt", args.data, "test"), progress=False)
     n = len(encoded.video_ids)

@@ -1,5 +1,5 @@
-"""Latency of the exact pass's width: ``codecs.EXACT_CANDIDATES`` (candidates read whole and
-scored exactly) swept on one pq index, its hot tier in memory, one thread, interleaved in one
+"""Latency of the exact pass's width: the search option ``exact_candidates`` (candidates read
+whole and scored exactly) swept on one pq index, its hot tier in memory, one thread, interleaved in one
 process; single queries and batches of 100, median ms a query. Builds a 10k-video pq index of
 random ViT-B/32-shaped features at ``--index`` if none is there (on every core, as
 ``retrieval.py`` builds; searches on one thread). (Accuracy of the same sweep:
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from eercf.errors import EercfError
-from eercf.index import VideoIndex, codecs
+from eercf.index import VideoIndex
 from eercf.model import EERCF
 from eercf.model.config import get_model_config
 
@@ -57,13 +57,13 @@ def main() -> None:
     times = {e: {"single": [], "batched": []} for e in args.values}
     for _ in range(args.repeats):
         for e in args.values:
-            codecs.EXACT_CANDIDATES = e
             for i in range(len(text)):
                 started = time.perf_counter()
-                index.search_encoded(text[i:i + 1], k=10, topk=50, model=model)
+                index.search_encoded(text[i:i + 1], k=10, topk=50, model=model,
+                                     exact_candidates=e)
                 times[e]["single"].append(time.perf_counter() - started)
             started = time.perf_counter()
-            index.search_encoded(text, k=10, topk=50, model=model)
+            index.search_encoded(text, k=10, topk=50, model=model, exact_candidates=e)
             times[e]["batched"].append((time.perf_counter() - started) / len(text))
     report = {"command": "python benchmarks/exact_candidates.py " + " ".join(sys.argv[1:]),
               "videos": len(index), "build_seconds": build_seconds, "ms_per_query": {

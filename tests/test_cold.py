@@ -17,8 +17,7 @@ from test_index import model  # noqa: F401
 def whole(dataset, offsets: np.ndarray) -> torch.Tensor:
     """Every patch of the rows at ``offsets``, read through Lance: ``[rows, F*P, D]``."""
     _, frames, per_frame = store.dims(dataset.schema)
-    return store.read_patches(dataset, offsets,
-                              torch.arange(frames * per_frame).expand(len(offsets), -1))
+    return store.read_whole(dataset, offsets, frames * per_frame)
 
 
 def test_mapped_reads_equal_lance_reads(coded):

@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "index's default: a codebook trained on these videos; exact: fp16)")
     p.add_argument("--exact-candidates", type=int, default=None, metavar="N",
                    help="with --codec pq: candidates read whole and scored exactly (default 15, "
-                        "as `eercf search` reads at -k 10 and below)")
+                        "as `eercf search` reads at -k 15 and below)")
     p.add_argument("--dual-softmax", action="store_true",
                    help="also report video+dsl and all_pairs+dsl: dual softmax over the query set "
                         "(transductive: uses every test query at once)")
@@ -149,9 +149,7 @@ def run(args: argparse.Namespace) -> int:
         if mode.startswith("two_stage"):
             results[mode]["codec"] = used
             if codec is not None:
-                results[mode]["exact_candidates"] = (codecs.EXACT_CANDIDATES
-                                                     if args.exact_candidates is None
-                                                     else args.exact_candidates)
+                results[mode]["exact_candidates"] = codecs.exact_width(args.exact_candidates)
     sampling = f"at {transform.fps:g} fps" if transform.fps else "uniformly"
     summary = (f"{checkpoint}: {args.dataset} {args.split}, {len(encoded.video_ids)} videos, "
                f"{len(encoded.captions)} captions, {len(encoded.failed)} failed; "

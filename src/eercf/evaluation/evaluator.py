@@ -85,7 +85,7 @@ def _coded_rerank(model: "EERCF", text: torch.Tensor, videos: "VideoFeatures",
         n, frames * patches, -1).to(videos.patches.device)
     hot = replace(videos, patches=videos.patches[:, :, :0])
     fused = torch.empty(candidates.shape, device=text.device)
-    exact = codecs.EXACT_CANDIDATES if exact_candidates is None else exact_candidates
+    exact = codecs.exact_width(exact_candidates)
     flat = videos.patches.flatten(1, 2)  # each video's patches as its cold tier holds them
     for q, rows in enumerate(candidates):
         fused[q] = codecs.rerank(model, text[q:q + 1], hot.index(rows), codes[rows], weights,
@@ -188,8 +188,9 @@ def score_modes(model: "EERCF", text: torch.Tensor, caption_video: torch.Tensor,
         raise EercfError(f"unknown evaluation mode {unknown[0]!r}: choose from {', '.join(MODES)}")
     if topk is not None and topk < 1:
         raise EercfError(f"topk must be at least 1, got {topk}")
-    if exact_candidates is not None and exact_candidates < 0:
-        raise EercfError(f"exact_candidates must be at least 0, got {exact_candidates}")
+    from ..index.codecs import exact_width
+
+    exact_width(exact_candidates)  # a bad width fails before any scoring
     if len(text) == 0 or len(videos) == 0:
         raise EercfError("nothing to evaluate: no captions or no videos")
     videos = videos.as_stored().to(model.device)

@@ -57,6 +57,16 @@ def check_codec(name: str) -> str:
     return name
 
 
+def exact_width(exact_candidates: int | None, k: int = 0) -> int:
+    """How many candidates the exact pass reads whole: as asked (at least 0), else the larger
+    of ``EXACT_CANDIDATES`` and the ``k`` hits shown, so every hit shown is scored exactly."""
+    if exact_candidates is None:
+        return max(EXACT_CANDIDATES, k)
+    if exact_candidates < 0:
+        raise EercfError(f"exact_candidates must be at least 0, got {exact_candidates}")
+    return int(exact_candidates)
+
+
 def subquantizers(dim: int) -> int:
     """``M`` for ``dim``-d patches: 16 dimensions each (32 at 512-d, 8 at the tiny 128-d)."""
     m = max(1, dim // SUBVECTOR)
@@ -272,7 +282,7 @@ def rough(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures", codes
         codes.gather(1, index[..., None].expand(-1, -1, codes.shape[2])))[None]
     view = SelectedPatches(approx[None], index[None], codes.shape[1] // frames, decoded)
     fused, scores = model.rerank(text, candidates, k, fusion, with_weights, selected=[view])
-    top = torch.topk(fused[0], min(max(0, exact), k)).indices.sort().values
+    top = torch.topk(fused[0], min(exact, k)).indices.sort().values
     return RoughPass(fused, scores, top)
 
 
@@ -306,8 +316,7 @@ def rerank(model: "EERCF", text: torch.Tensor, candidates: "VideoFeatures",
            exact: int = EXACT_CANDIDATES) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stage 2 under pq for one query, as ``model.rerank`` returns it: :func:`rough`, then
     ``read(positions)`` the whole patches of the best candidates (per candidate ``[F*P, D]``),
-    then
-    :func:`sharpen` (search reads the store's cold tier, ``eercf eval`` memory: the same
+    then :func:`sharpen` (search reads the store's cold tier, ``eercf eval`` memory: the same
     arithmetic, so both rank alike; a batch of searches reads once for all)."""
     first = rough(model, text, candidates, codes, fusion, codec, with_weights, exact)
     return sharpen(model, text, candidates, first, read(first.top), fusion, with_weights)

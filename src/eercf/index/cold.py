@@ -1,19 +1,19 @@
 """A local pq store's cold tier read through memory maps of the files Lance keeps its blobs in.
 
-Lance's blob API serves the 40 frame ranges a query reads at K = 50 in 4.8 ms when the files
-are in the page cache and 6.2 ms when they are not; sliced from memory maps of the blobs'
-files, after asking the kernel for every range at once (``MADV_WILLNEED``, so reads from disk
-overlap as Lance's do), they take 0.86 and 2.0 ms, and a batch of 100 queries' 106 and 136 ms
-against 268 and 329 (``benchmarks/cold_read.py``). Lance never changes a file once written (a
-new version writes new files; an old one is removed only by a cleanup, and a mapped file stays
-readable after that), so a map made for one version holds for it and, extended by the new
-fragments, for later versions that only append.
+The rows a query reads whole come from slices of memory maps of the blobs' files, after asking
+the kernel for every row at once (``MADV_WILLNEED``, so reads from disk overlap as Lance's
+do), several times faster than through Lance's blob API, in the page cache and from disk
+(figures: docs/search.md, ``benchmarks/cold_read.py``). Lance never changes a file once
+written (a new version writes new files; an old one is removed only by a cleanup, and a mapped
+file stays readable after that), so a map made for one version holds for it and, extended by
+the new fragments, for later versions that only append.
 
 Where a fragment's blobs lie is Lance's business and has changed between releases, so a map
-is made only when every row's blob lies within a file found beside its fragment's data file
-and the first and last bytes of one blob of each file read the same through the map as
-through Lance. Otherwise (an object store, a layout this code does not know, more files than
-the open-file limit allows: each map holds a descriptor) the cold tier is read through Lance.
+is made only when every row's blob lies within a file found beside its fragment's data file,
+starting at an even byte (its fp16 values are viewed in place), and the first and last bytes
+of one blob of each file read the same through the map as through Lance. Otherwise (an object
+store, a layout this code does not know, more files than the open-file limit allows: each map
+holds a descriptor) the cold tier is read through Lance.
 """
 from __future__ import annotations
 
@@ -87,6 +87,9 @@ class MappedCold:
         if "blob_uri" in fields and any(blobs.field("blob_uri").to_pylist()):
             return _unmapped("some patch blobs live outside the store")
         position = blobs.field("position").to_numpy().astype(np.int64)
+        if (position % 2).any():
+            return _unmapped("a patch blob starts at an odd byte: its fp16 values cannot be "
+                             "viewed in place")
         end = position + blobs.field("size").to_numpy().astype(np.int64)
         blob_ids = (blobs.field("blob_id").to_numpy().astype(np.int64) if "blob_id" in fields
                     else np.zeros(len(blobs), np.int64))
@@ -127,7 +130,10 @@ class MappedCold:
         return mapped
 
     def __post_init__(self) -> None:
-        self._views = [memoryview(file) for file in self.files]  # slices without copies
+        # each map as one byte tensor, made once: a row is a slice of it, viewed as fp16
+        with warnings.catch_warnings():  # read-only maps: only ever read (scoring copies them)
+            warnings.simplefilter("ignore", UserWarning)
+            self._bytes = [torch.frombuffer(file, dtype=torch.uint8) for file in self.files]
 
     def __len__(self) -> int:
         return len(self.file_of)
@@ -142,8 +148,9 @@ class MappedCold:
                    device: torch.device | str = "cpu") -> list[torch.Tensor]:
         """Every patch of the rows at ``offsets``: per row ``[patches, D]`` fp16, a view of
         the map where ``device`` is the CPU. Stage 2 widens each into a cached scratch as it
-        scores it, so the 9 MB a query reads whole are read once, not copied first (1.1 ms a
-        query at 10k videos, 2.4 in batches, where a fresh buffer that size page-faults)."""
+        scores it, so the 9 MB a query reads whole are read once, not copied first (copying
+        them cost 1.5 ms a query at 10k videos, 1.8 in batches:
+        ``benchmarks/results/stage2_zero_copy.json``)."""
         width = 2 * patches * self.dim
         files = self.file_of[offsets].tolist()
         begins = self.position[offsets].tolist()
@@ -151,11 +158,8 @@ class MappedCold:
             for file, begin in zip(files, begins):
                 page = begin - begin % mmap.PAGESIZE
                 self.files[file].madvise(WILLNEED, page, begin + width - page)
-        with warnings.catch_warnings():  # a read-only map: only ever read (scoring copies it)
-            warnings.simplefilter("ignore", UserWarning)
-            return [torch.from_numpy(np.frombuffer(self._views[file][begin:begin + width],
-                                                   dtype=np.float16)).view(patches, self.dim)
-                    .to(device) for file, begin in zip(files, begins)]
+        return [self._bytes[file][begin:begin + width].view(torch.float16).view(patches, self.dim)
+                .to(device) for file, begin in zip(files, begins)]
 
 
 def _find(stems: list[Path], blob: int, needed: int) -> Path | None:

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import EercfError
 from .cold import MappedCold
-from .store import Rows, is_coded, read_patches, take_hot
+from .store import Rows, is_coded, read_whole, take_hot
 
 if TYPE_CHECKING:
     from ..model import VideoFeatures
@@ -79,8 +79,7 @@ class HotTier:
         D]``: views of the maps when held, else read through Lance (a tensor of the rows)."""
         if self.cold is not None:
             return self.cold.whole_rows(offsets, patches, device)
-        index = torch.arange(patches).expand(len(offsets), -1)
-        return read_patches(dataset, offsets, index, device)
+        return read_whole(dataset, offsets, patches, device)
 
 
 def _layout(dataset: lance.LanceDataset) -> tuple:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import lance
 import numpy as np
 import pyarrow as pa
-import torch
 
 from . import codecs, store
 
@@ -34,8 +33,7 @@ def read_full(dataset: lance.LanceDataset, offsets: Sequence[int]
         return features, rows
     features, _, rows = store.take_hot(dataset, offsets)
     dim, frames, patches = store.dims(dataset.schema)
-    every = torch.arange(frames * patches).expand(len(offsets), -1)  # one range a row
-    exact = store.read_patches(dataset, offsets, every)
+    exact = store.read_whole(dataset, offsets, frames * patches)
     features.patches = exact.reshape(len(offsets), frames, patches, dim).clone()
     return features, rows
 

@@ -181,10 +181,7 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
     (the codes' scores stand, and the cold tier is never read)."""
     if k < 1 or topk < 1:
         raise EercfError(f"k and topk must be at least 1 (got k={k}, topk={topk})")
-    if exact_candidates is not None and exact_candidates < 0:
-        raise EercfError(f"exact_candidates must be at least 0, got {exact_candidates}")
-    exact_wanted = (max(codecs.EXACT_CANDIDATES, k) if exact_candidates is None
-                    else int(exact_candidates))
+    exact_wanted = codecs.exact_width(exact_candidates, k)
     fusion = model.fusion_weights(weights)  # checked before any work
     timings = dict(timings or {})
     queries = list(queries) if queries is not None else [None] * len(text)
@@ -244,11 +241,8 @@ def two_stage(dataset: "lance.LanceDataset", stage1: "Stage1", text: torch.Tenso
         started_cold = time.perf_counter()
         offsets = np.concatenate([found[first.top.numpy()] for _, found, _, _, first in pending])
         per_row = pending[0][3].mask.shape[1] * patches  # every patch of every frame
-        if hot is not None:
-            exact = hot.read_whole(dataset, offsets, per_row, model.device)
-        else:
-            exact = store.read_patches(dataset, offsets, torch.arange(per_row).expand(
-                len(offsets), -1), model.device)
+        exact = (hot.read_whole(dataset, offsets, per_row, model.device) if hot is not None
+                 else store.read_whole(dataset, offsets, per_row, model.device))
         reads["cold"] += time.perf_counter() - started_cold
         start = 0
         for row, found, ranks, cand, first in pending:

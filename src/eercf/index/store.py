@@ -387,6 +387,13 @@ def read_patches(dataset: lance.LanceDataset, offsets: Sequence[int], index: tor
     return torch.from_numpy(values.reshape(*index.shape, dim)).to(device)
 
 
+def read_whole(dataset: lance.LanceDataset, offsets: Sequence[int], per_row: int,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """Every exact patch ``[K, per_row, D]`` (``per_row = F * P``) of the rows at ``offsets``:
+    one byte range a row (:func:`read_patches` of every position)."""
+    return read_patches(dataset, offsets, torch.arange(per_row).expand(len(offsets), -1), device)
+
+
 def matching_offsets(dataset: lance.LanceDataset, expression: str) -> np.ndarray:
     """Row offsets (ascending) of the rows matching a Lance filter ``expression`` (SQL over
     ``id``, ``uri``, ``duration`` and ``metadata``, the JSON text of each video's metadata)."""

@@ -88,9 +88,7 @@ class Request:
     def exact(self) -> int:
         """Candidates read whole under pq, as ``two_stage`` defaults it for this request's
         ``k``: fixed per group, so a request's hits do not depend on the others' ``k``."""
-        if self.exact_candidates is not None:
-            return self.exact_candidates
-        return max(codecs.EXACT_CANDIDATES, self.k)
+        return codecs.exact_width(self.exact_candidates, self.k)
 
     def group(self) -> str:
         """Requests of one group run as one ``two_stage`` call."""
